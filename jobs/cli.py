@@ -1,0 +1,126 @@
+"""The ``longctx`` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.chat import Llama31Chat
+from pipelines.packer import DEFAULT_MAX_MODEL_LEN, PackSettings
+from pipelines.plan import failed_record, plan_documents, window_record
+from pipelines.sources import SourceError, list_sources
+from pipelines.tokenizer import TokenizerError, llama3_tokenizer
+from pipelines.user_schema import SchemaError, resolve_schema
+from schemas import BUILTIN
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Read long documents into schema-valid JSON with Llama 3.1.")
+schemas_app = typer.Typer(help="The extraction schemas.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+out = Console()
+err = Console(stderr=True)
+
+MAX_SKIPPED_SHOWN = 10
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+@app.command()
+def plan(
+    sources: Annotated[list[str], typer.Argument(help="Files, folders, archives or git checkouts.")],
+    schema: Annotated[str, typer.Option(help="Built-in name, module:Class, or a JSON Schema file.")] = "paper",
+    max_model_len: Annotated[int, typer.Option(min=256, help="The model's context length.")] = DEFAULT_MAX_MODEL_LEN,
+    max_output_tokens: Annotated[int | None, typer.Option(min=1, help="Default: derived from the schema.")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="Model directory or tokenizer.model; default: the packaged Llama 3.1 one.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per window, per line.")] = False,
+    dump: Annotated[Path | None, typer.Option(help="Write each window's exact prompt (text and token ids) here.")] = None,
+) -> None:
+    """Show how every document packs into prompt windows. Needs no model."""
+    try:
+        spec = resolve_schema(schema)
+        refs, ignored = list_sources(sources)
+        chat = Llama31Chat(llama3_tokenizer(tokenizer))
+    except (SchemaError, SourceError, TokenizerError) as e:
+        raise fail(str(e)) from None
+    settings = PackSettings(max_model_len=max_model_len, max_output_tokens=max_output_tokens)
+    if dump:
+        dump.mkdir(parents=True, exist_ok=True)
+    totals = {"documents": 0, "failed": 0, "windows": 0, "prompt_tokens": 0}
+    table = Table("source", "status", "tokens", "windows", "prompt tokens per window", box=None)
+    for p in plan_documents(refs, spec, chat, settings):
+        totals["documents"] += 1
+        doc = p.doc
+        if p.packed is None:
+            totals["failed"] += 1
+            if as_json:
+                print(json.dumps(failed_record(doc)))
+            else:
+                table.add_row(doc.rel_path, f"[red]{doc.status}[/red]: {doc.reason}", "", "", "")
+            continue
+        windows = p.packed.windows
+        totals["windows"] += len(windows)
+        totals["prompt_tokens"] += sum(w.prompt_tokens for w in windows)
+        for w in windows:
+            if as_json:
+                print(json.dumps(window_record(doc, w)))
+            if dump:
+                (dump / f"{doc.doc_id}.{w.index}.txt").write_text(w.prompt_text)
+                (dump / f"{doc.doc_id}.{w.index}.json").write_text(json.dumps({"token_ids": w.prompt_ids}))
+        if not as_json:
+            table.add_row(
+                doc.rel_path,
+                "ok",
+                f"{p.packed.document_tokens:,}",
+                str(len(windows)),
+                ", ".join(f"{w.prompt_tokens:,} ({_span(w.units)})" for w in windows),
+            )
+            for s in doc.skipped[:MAX_SKIPPED_SHOWN]:
+                table.add_row(f"  [dim]skipped {s.path}[/dim]", f"[dim]{s.reason}[/dim]", "", "", "")
+            if len(doc.skipped) > MAX_SKIPPED_SHOWN:
+                table.add_row(f"  [dim]... and {len(doc.skipped) - MAX_SKIPPED_SHOWN} more skipped files[/dim]", "", "", "", "")
+    if as_json:
+        for s in ignored:
+            print(json.dumps({"source": s.path, "status": "ignored", "reason": s.reason}))
+        return
+    for s in ignored:
+        table.add_row(f"[dim]{s.path}[/dim]", f"[dim]ignored: {s.reason}[/dim]", "", "", "")
+    out.print(table)
+    out.print(
+        f"{totals['documents']} documents ({totals['failed']} failed), {totals['windows']} windows, "
+        f"{totals['prompt_tokens']:,} prompt tokens; max_model_len {max_model_len:,}"
+        + (f"; prompts written to {dump}" if dump else "")
+    )
+
+
+def _span(units: list) -> str:
+    if isinstance(units[0], int):
+        return f"pages {units[0]}-{units[-1]}" if len(units) > 1 else f"page {units[0]}"
+    return f"{len(units)} files" if len(units) > 1 else units[0]
+
+
+@schemas_app.command("list")
+def schemas_list() -> None:
+    """The built-in schemas."""
+    table = Table("name", "output budget", "description", box=None)
+    for name in BUILTIN:
+        spec = resolve_schema(name)
+        table.add_row(name, f"{spec.max_output_tokens:,} tokens", spec.description)
+    out.print(table)
+
+
+@schemas_app.command("show")
+def schemas_show(name: Annotated[str, typer.Argument(help="Built-in name, module:Class, or a JSON Schema file.")]) -> None:
+    """Print a schema's JSON Schema."""
+    try:
+        spec = resolve_schema(name)
+    except SchemaError as e:
+        raise fail(str(e)) from None
+    print(json.dumps(spec.json_schema, indent=2))
