@@ -54,16 +54,16 @@ def plan(
     if dump:
         dump.mkdir(parents=True, exist_ok=True)
     totals = {"documents": 0, "failed": 0, "windows": 0, "prompt_tokens": 0}
-    table = Table("source", "status", "tokens", "windows", "prompt tokens per window", box=None)
+    table = Table("document", "status", "tokens", "windows", "prompt tokens per window", box=None)
+    skipped: list[tuple[str, str, str]] = []
     for p in plan_documents(refs, spec, chat, settings):
-        totals["documents"] += 1
         doc = p.doc
+        totals["documents"] += 1
         if p.packed is None:
             totals["failed"] += 1
             if as_json:
                 print(json.dumps(failed_record(doc)))
-            else:
-                table.add_row(doc.rel_path, f"[red]{doc.status}[/red]: {doc.reason}", "", "", "")
+            table.add_row(doc.rel_path, f"[red]{doc.status}[/red]: {doc.reason}", "", "", "")
             continue
         windows = p.packed.windows
         totals["windows"] += len(windows)
@@ -74,36 +74,36 @@ def plan(
             if dump:
                 (dump / f"{doc.doc_id}.{w.index}.txt").write_text(w.prompt_text)
                 (dump / f"{doc.doc_id}.{w.index}.json").write_text(json.dumps({"token_ids": w.prompt_ids}))
-        if not as_json:
-            table.add_row(
-                doc.rel_path,
-                "ok",
-                f"{p.packed.document_tokens:,}",
-                str(len(windows)),
-                ", ".join(f"{w.prompt_tokens:,} ({_span(w.units)})" for w in windows),
-            )
-            for s in doc.skipped[:MAX_SKIPPED_SHOWN]:
-                table.add_row(f"  [dim]skipped {s.path}[/dim]", f"[dim]{s.reason}[/dim]", "", "", "")
-            if len(doc.skipped) > MAX_SKIPPED_SHOWN:
-                table.add_row(f"  [dim]... and {len(doc.skipped) - MAX_SKIPPED_SHOWN} more skipped files[/dim]", "", "", "", "")
+        skipped += [(doc.rel_path, s.path, s.reason) for s in doc.skipped]
+        n = len(doc.skipped)
+        status = f"ok, {n} file{'s' * (n != 1)} skipped" if n else "ok"
+        spans = ", ".join(f"{w.prompt_tokens:,} ({_span(doc.kind, w.units)})" for w in windows)
+        table.add_row(doc.rel_path, status, f"{p.packed.document_tokens:,}", str(len(windows)), spans)
     if as_json:
         for s in ignored:
             print(json.dumps({"source": s.path, "status": "ignored", "reason": s.reason}))
         return
-    for s in ignored:
-        table.add_row(f"[dim]{s.path}[/dim]", f"[dim]ignored: {s.reason}[/dim]", "", "", "")
     out.print(table)
+    for doc_path, path, reason in skipped[:MAX_SKIPPED_SHOWN]:
+        out.print(f"  skipped {doc_path}: {path} ({reason})", style="dim", highlight=False)
+    if len(skipped) > MAX_SKIPPED_SHOWN:
+        out.print(f"  ... and {len(skipped) - MAX_SKIPPED_SHOWN} more skipped files (see --json)", style="dim")
+    for s in ignored:
+        out.print(f"  ignored {s.path} ({s.reason})", style="dim", highlight=False)
     out.print(
         f"{totals['documents']} documents ({totals['failed']} failed), {totals['windows']} windows, "
         f"{totals['prompt_tokens']:,} prompt tokens; max_model_len {max_model_len:,}"
-        + (f"; prompts written to {dump}" if dump else "")
+        + (f"; prompts written to {dump}" if dump else ""),
+        highlight=False,
     )
 
 
-def _span(units: list) -> str:
-    if isinstance(units[0], int):
+def _span(kind: str, units: list) -> str:
+    if kind == "pdf":
         return f"pages {units[0]}-{units[-1]}" if len(units) > 1 else f"page {units[0]}"
-    return f"{len(units)} files" if len(units) > 1 else units[0]
+    if kind == "repo":
+        return f"{len(units)} files" if len(units) > 1 else str(units[0])
+    return "text"
 
 
 @schemas_app.command("list")

@@ -102,7 +102,7 @@ def _may_have_long_run(text: str) -> bool:
     """Cheap test by sampling every MAX_RUN_CHARS/2 chars: a longer run must
     cover a whole sampling interval, so a sample sees no change of class."""
     step = MAX_RUN_CHARS // 2
-    for i in range(0, len(text) - MAX_RUN_CHARS, step):
+    for i in range(0, len(text) - step, step):
         other = _SPACE if not text[i].isspace() else _NON_SPACE
         if other.search(text, i, i + step + 1) is None:
             return True

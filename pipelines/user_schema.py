@@ -58,7 +58,9 @@ def _from_file(path: Path) -> SchemaSpec:
 
     def validate(text: str) -> dict:
         data = json.loads(text)
-        validator.validate(data)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        if error is not None:  # one error type for every schema: ValueError, as pydantic's
+            raise ValueError(f"{error.json_path}: {error.message}")
         return data
 
     return SchemaSpec(

@@ -18,7 +18,11 @@ from schemas.repo import Repo
 
 @dataclass(frozen=True)
 class SchemaSpec:
-    """A named JSON schema with its validator and derived output budget."""
+    """A named JSON schema with its validator and derived output budget.
+
+    ``validate`` takes the model's JSON text and returns the validated data, or
+    raises ValueError (pydantic's ValidationError is one).
+    """
 
     name: str
     description: str

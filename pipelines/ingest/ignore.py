@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from pathspec import GitIgnoreSpec
@@ -78,20 +79,41 @@ class RepoFailure(Exception):
 # --- gitignore -----------------------------------------------------------------------------
 
 
-def _spec(text: str) -> GitIgnoreSpec:
-    lines = text.splitlines()
-    try:
-        return GitIgnoreSpec.from_lines(lines)
-    except ValueError:  # GitIgnorePatternError
-        # git silently drops a malformed pattern; keep the good ones, in order
-        good = []
-        for line in lines:
-            try:
-                GitIgnoreSpec.from_lines([line])
-                good.append(line)
-            except ValueError:  # GitIgnorePatternError
-                pass
-        return GitIgnoreSpec.from_lines(good)
+Rules = list[tuple[re.Pattern[str], str, bool]]  # (pathspec's regex, pattern text, excludes?)
+
+
+def _rules(text: str) -> Rules:
+    """One .gitignore's patterns, compiled by pathspec; a malformed pattern is dropped, as git does."""
+    out: Rules = []
+    for line in text.splitlines():
+        try:
+            (pat,) = GitIgnoreSpec.from_lines([line]).patterns or (None,)
+        except ValueError:  # GitIgnorePatternError
+            continue
+        if pat is not None and pat.regex is not None and pat.include is not None:
+            out.append((pat.regex, str(pat.pattern).rstrip(), pat.include))
+    return out
+
+
+def _exact(regex: re.Pattern[str], pattern: str, s: str) -> bool:
+    """Whether a pattern matches ``s`` itself (a directory as "dir/"), not just an ancestor of it.
+
+    pathspec's regexes are built for flat matching, so they also match everything below a matched
+    directory; git never looks below an excluded directory, and a negation such as ``!dir`` must
+    not re-include ``dir/x`` when ``x`` is excluded by its own name. Forms per pathspec 1.1.1.
+    """
+    rx = regex.pattern
+    if rx == ".":  # "*", "**": everything
+        return True
+    if rx == "(?P<ps_d>/)":  # "*/", "**/": any directory
+        return s.endswith("/")
+    if rx == "/":  # "**/*/**": anything not at the top level
+        return "/" in s.rstrip("/")
+    if pattern.endswith("/**/") or (rx.endswith("/") and not rx.endswith("(?P<ps_d>/)")):
+        # "dir/**" (and "dir/**/" for directories): strictly inside dir
+        m = regex.search(s)
+        return m is not None and m.end() < len(s) and (s.endswith("/") or not pattern.endswith("/"))
+    return regex.fullmatch(s) is not None
 
 
 class GitIgnore:
@@ -103,27 +125,27 @@ class GitIgnore:
     """
 
     def __init__(self, files: Iterable[tuple[str, str]] = ()) -> None:
-        self._specs: dict[str, GitIgnoreSpec] = {}  # directory ("" = root) -> its rules
+        self._rules: dict[str, Rules] = {}  # directory ("" = root) -> its rules
         self._dir_cache: dict[str, bool] = {}
         for path, text in files:
             self.add(path.rpartition("/")[0], text)
 
     def add(self, directory: str, text: str) -> None:
         """Rules of ``directory/.gitignore``."""
-        self._specs[directory.strip("/")] = _spec(text)
+        self._rules[directory.strip("/")] = _rules(text)
         self._dir_cache.clear()
 
     def matches(self, path: str, is_dir: bool = False) -> bool:
         """Whether ``path`` itself is excluded, ignoring its ancestors' state."""
         parts = path.split("/")
         for depth in range(len(parts) - 1, -1, -1):  # deepest .gitignore first
-            spec = self._specs.get("/".join(parts[:depth]))
-            if spec is None:
+            rules = self._rules.get("/".join(parts[:depth]))
+            if not rules:
                 continue
             rel = "/".join(parts[depth:]) + ("/" if is_dir else "")
-            verdict = spec.check_file(rel).include  # True: ignored, False: negated, None: no match
-            if verdict is not None:
-                return verdict
+            for regex, pattern, excludes in reversed(rules):  # the last matching pattern wins
+                if _exact(regex, pattern, rel):
+                    return excludes
         return False
 
     def _dir_ignored(self, directory: str) -> bool:

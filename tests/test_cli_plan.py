@@ -1,0 +1,105 @@
+"""``longctx plan`` end to end, through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.tokenizer import llama3_tokenizer
+from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_encrypted_pdf, make_pdf
+from tests.repogen import make_repo, make_zip
+
+LONGCTX = str(Path(sys.executable).parent / "longctx")
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def longctx(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([LONGCTX, *args], capture_output=True, text=True, timeout=120)
+
+
+def records(proc: subprocess.CompletedProcess) -> list[dict]:
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    make_pdf(root / "long.pdf", lorem_pages(40), title="Long")
+    make_encrypted_pdf(root / "locked.pdf", ["secret text"], user_password="pw")
+    make_encrypted_pdf(root / "open.pdf", ["readable text"], user_password="")
+    make_corrupt_pdf(root / "broken.pdf")
+    (root / "notes.md").write_text("# Notes\n\nHello <|eot_id|> world.\n")
+    files = {"README.md": "# Demo\n", "src/app.py": "print('hi')\n" * 50, "package-lock.json": "{}", "node_modules/x.js": "x"}
+    make_zip(root / "demo.zip", files, prefix="demo-main/")
+    make_repo(root / "checkout", {"README.md": "# Checkout\n", "main.py": "x = 1\n", ".gitignore": "*.tmp\n", "a.tmp": "t"}, git=True)
+    return root
+
+
+def test_plan_json_reports_every_document(corpus):
+    recs = records(longctx("plan", str(corpus), "--json", "--max-model-len", "8192", "--max-output-tokens", "1024"))
+    by_source = {}
+    for r in recs:
+        by_source.setdefault(Path(r["source"]).name, []).append(r)
+    assert set(by_source) == {"long.pdf", "locked.pdf", "open.pdf", "broken.pdf", "notes.md", "demo.zip", "checkout"}
+    assert by_source["locked.pdf"][0]["status"] == "failed"
+    assert "encrypted" in by_source["locked.pdf"][0]["reason"]
+    assert by_source["broken.pdf"][0]["reason"].startswith("corrupt PDF")
+    assert by_source["open.pdf"][0]["status"] == "ok"
+    long = by_source["long.pdf"]
+    assert len(long) == long[0]["windows"] > 1
+    assert [r["window"] for r in long] == list(range(len(long)))
+    assert [u for r in long for u in r["units"]] == list(range(1, 41))
+    for r in recs:
+        if r["status"] == "ok":
+            assert r["prompt_tokens"] <= r["max_model_len"] - r["max_output_tokens"]
+            assert r["max_model_len"] == 8192 and r["doc_id"]
+    demo = by_source["demo.zip"][0]
+    assert demo["units"] == ["README.md", "src/app.py"]
+    assert {s["reason"] for s in demo["skipped"]} == {"lockfile", "vendored or generated directory"}
+    assert by_source["checkout"][0]["units"] == ["README.md", ".gitignore", "main.py"]  # README first; a.tmp ignored
+
+
+def test_plan_dump_writes_exact_prompts(corpus, tmp_path):
+    recs = records(longctx("plan", str(corpus / "notes.md"), str(corpus / "long.pdf"), "--json", "--dump", str(tmp_path), "--max-model-len", "8192"))
+    tok = llama3_tokenizer()
+    for r in recs:
+        text = (tmp_path / f"{r['doc_id']}.{r['window']}.txt").read_text()
+        ids = json.loads((tmp_path / f"{r['doc_id']}.{r['window']}.json").read_text())["token_ids"]
+        assert len(ids) == r["prompt_tokens"]
+        assert tok.decode(ids) == text
+    notes = next(r for r in recs if r["source"].endswith("notes.md"))
+    ids = json.loads((tmp_path / f"{notes['doc_id']}.0.json").read_text())["token_ids"]
+    assert ids.count(128009) == 2  # the document's "<|eot_id|>" stayed text
+
+
+def test_plan_table_on_the_examples():
+    proc = longctx("plan", str(EXAMPLES))
+    assert proc.returncode == 0, proc.stderr
+    for name in ("field-report.pdf", "tinykv.tar.gz", "meeting-notes.md"):
+        assert name in proc.stdout
+    assert "3 documents (0 failed)" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["plan", "/no/such/path"], "no such file or directory"),
+    (["plan", ".", "--schema", "nope"], "unknown schema"),
+    (["plan", ".", "--max-model-len", "10"], "max-model-len"),
+    (["schemas", "show", "nope"], "unknown schema"),
+])  # fmt: skip
+def test_bad_arguments_are_one_line_without_traceback(args, message):
+    proc = longctx(*args)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_schemas_commands():
+    proc = longctx("schemas", "list")
+    assert proc.returncode == 0 and all(n in proc.stdout for n in ("paper", "contract", "repo"))
+    shown = json.loads(longctx("schemas", "show", "contract").stdout)
+    assert shown["title"] == "contract" and "parties" in shown["properties"]
