@@ -7,6 +7,7 @@ as ordinary text, so a document holding ``<|eot_id|>`` cannot end its turn.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from pipelines.tokenizer import Llama3Tokenizer
 
@@ -19,6 +20,31 @@ LLAMA31_SYSTEM_PREAMBLE = "Cutting Knowledge Date: December 2023\nToday Date: 26
 Part = str | tuple[str, list[int]]
 
 
+class Tokenizer(Protocol):
+    name: str
+
+    def encode(self, text: str) -> list[int]:
+        """Ordinary text only: never produces a special token."""
+        ...
+
+    def count(self, text: str) -> int: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class ChatFormat(Protocol):
+    """A model's chat template over its tokenizer: what the packer counts with."""
+
+    tokenizer: Tokenizer
+    # True when ids of separately encoded parts (joined at a newline followed by
+    # a non-space) equal one encode of the joined text; else the packer leaves slack.
+    exact_parts: bool
+
+    def render(self, system: str, user: str) -> str: ...
+
+    def encode(self, system: str, user_parts: Sequence[Part]) -> list[int]: ...
+
+
 class Llama31Chat:
     """One system and one user message, then the assistant header the answer starts from.
 
@@ -27,6 +53,8 @@ class Llama31Chat:
     non-space character: Llama 3's pre-tokenizer always splits there. The
     packer builds its parts that way, and tests check it against one encode.
     """
+
+    exact_parts = True
 
     def __init__(self, tokenizer: Llama3Tokenizer):
         self.tokenizer = tokenizer

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipelines import prompt
-from pipelines.chat import Llama31Chat
+from pipelines.chat import ChatFormat
 from pipelines.partition import balanced_partition
 from pipelines.records import Document
 from schemas import SchemaSpec
@@ -24,6 +24,7 @@ DEFAULT_MAX_MODEL_LEN = 131_072
 # A repository's file tree goes into every window; past this share of the
 # budget it is replaced by a per-directory summary.
 TREE_MAX_SHARE = 0.10
+BOUNDARY_SLACK = 2  # tokens per part boundary, for chat formats without exact parts
 MIN_BUDGET = 64  # fewer document tokens per window than this is a misconfiguration
 
 Encode = Callable[[str], list[int]]
@@ -77,7 +78,7 @@ class Packed:
     document_tokens: int  # all units with their headers, once
 
 
-def pack_document(doc: Document, schema: SchemaSpec, chat: Llama31Chat, settings: PackSettings = PackSettings()) -> Packed:
+def pack_document(doc: Document, schema: SchemaSpec, chat: ChatFormat, settings: PackSettings = PackSettings()) -> Packed:
     if doc.status != "ok":
         raise PackError(f"document is {doc.status}: {doc.reason}")
     if not doc.units:
@@ -98,8 +99,11 @@ def pack_document(doc: Document, schema: SchemaSpec, chat: Llama31Chat, settings
             f"max_model_len={settings.max_model_len} leaves {budget} tokens for the document "
             f"after the prompt frame and max_output_tokens={out_tokens}"
         )
-    segments = _segments(doc, chat.tokenizer.encode, budget)
-    sizes = [len(s.ids) for s in segments]
+    # A tokenizer whose parts do not join exactly may merge or split a token at
+    # each boundary: count a little slack per segment so the whole stays in budget.
+    slack = 0 if chat.exact_parts else BOUNDARY_SLACK
+    segments = _segments(doc, chat.tokenizer.encode, budget - slack)
+    sizes = [len(s.ids) + slack for s in segments]
     ranges = balanced_partition(sizes, budget)
     windows = []
     for k, r in enumerate(ranges):
@@ -136,7 +140,7 @@ def _position(doc: Document, ref: int | str) -> int:
     return next(i for i, u in enumerate(doc.units, 1) if u.ref == ref)
 
 
-def _tree(doc: Document, chat: Llama31Chat, room: int) -> str | None:
+def _tree(doc: Document, chat: ChatFormat, room: int) -> str | None:
     if doc.kind != "repo":
         return None
     paths = [str(u.ref) for u in doc.units]

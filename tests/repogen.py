@@ -1,4 +1,4 @@
-"""Generate repositories (directories, git checkouts, archives) for tests, examples and benchmarks."""
+"""Generate repositories (directories, git checkouts, archives) for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ _GIT_ENV = {
     "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
 }
 _GIT_FLAGS = ["-c", "user.name=repogen", "-c", "user.email=repogen@example.invalid",
-              "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main", "-c", "core.autocrlf=false"]  # fmt: skip
+              "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main",
+              "-c", "core.autocrlf=false"]  # fmt: skip
 
 
 def _bytes(content: str | bytes) -> bytes:
@@ -121,7 +122,7 @@ def _function(rng: random.Random, indent: str = "") -> list[str]:
     typ = rng.choice(_TYPES)
     return [
         f"{indent}def {verb}_{noun}({other}: {typ}, limit: int = {n}) -> int:",
-        f'{indent}    """{verb.capitalize()} the {noun} for a given {other}, bounded by ``limit``."""',
+        f'{indent}    """{verb.capitalize()} the {noun} for one {other}, bounded by ``limit``."""',
         f"{indent}    total = len(str({other})) {op} {n}",
         f"{indent}    for step in range(limit):",
         f"{indent}        if step % {rng.randint(2, 9)} == 0:",
@@ -154,7 +155,8 @@ def _class(rng: random.Random) -> list[str]:
 
 def synth_repo_files(n_files: int, lines_per_file: int, seed: int = 0) -> dict[str, str]:
     """``n_files`` deterministic, plausible Python modules of about ``lines_per_file`` lines,
-    spread over nested packages. About 8 Llama 3 tokens a line: 500 files x 250 lines is ~1M tokens."""
+    spread over nested packages. About 8 Llama 3 tokens a line: 500 files x 250 lines is ~1M
+    tokens."""
     rng = random.Random(seed)
     n_pkgs = max(1, round(n_files**0.5 / 2))
     files: dict[str, str] = {}
@@ -176,7 +178,7 @@ def synth_repo_files(n_files: int, lines_per_file: int, seed: int = 0) -> dict[s
         ]
         while len(lines) < lines_per_file:
             block = _class(rng) if rng.random() < 0.3 else _function(rng)
-            if len(lines) + len(block) > lines_per_file:  # top up with constants: still valid Python
+            if len(lines) + len(block) > lines_per_file:  # top up with constants: valid Python
                 block = [f"{rng.choice(_NOUNS).upper()}_{j} = {rng.randint(0, 999)}"
                          for j in range(lines_per_file - len(lines))]  # fmt: skip
             lines += block

@@ -1,8 +1,10 @@
-"""Repositories as one document: git's ignore semantics, skip rules, order, safe archives, limits."""
+"""Repositories as one document: git's ignore rules, skip rules, order, safe archives, limits."""
 
 from __future__ import annotations
 
 import os
+import random
+import shutil
 import tarfile
 import tempfile
 import zipfile
@@ -18,7 +20,7 @@ from tests.repogen import make_repo, make_tar_gz, make_zip, run_git, synth_repo_
 
 
 def _ref(path: Path, kind: str) -> SourceRef:
-    return SourceRef(uri=str(path), root=str(path.parent), rel_path=path.name, kind=kind)  # type: ignore[arg-type]
+    return SourceRef(str(path), str(path.parent), path.name, kind)  # type: ignore[arg-type]
 
 
 def _load(path: Path, limits: IngestLimits = IngestLimits()) -> Document:
@@ -109,7 +111,7 @@ def test_gitignore_matches_git(tmp_path: Path) -> None:
     # the walk without git, and git's own listing through load_repo
     plain_doc, git_doc = _load(plain), _load(checkout)
     assert plain_doc.status == git_doc.status == "ok"
-    assert plain_doc.meta["file_list"] == "gitignore" and git_doc.meta["file_list"] == "git ls-files"
+    assert (plain_doc.meta["file_list"], git_doc.meta["file_list"]) == ("gitignore", "git ls-files")
     assert {u.ref for u in plain_doc.units} == expected
     assert {u.ref for u in git_doc.units} == expected
     assert plain_doc.skipped == git_doc.skipped == []
@@ -122,10 +124,41 @@ def test_gitignore_matches_git(tmp_path: Path) -> None:
 
 
 def test_gitignore_in_archive(tmp_path: Path) -> None:
-    files = {k: v for k, v in IGNORE_FIXTURE.items()}
     expected = _git_listing(make_repo(tmp_path / "checkout", IGNORE_FIXTURE, git=True))
-    doc = _load(make_tar_gz(tmp_path / "fixture.tar.gz", files, prefix="fixture-main/"))
+    doc = _load(make_tar_gz(tmp_path / "fixture.tar.gz", IGNORE_FIXTURE, prefix="fixture-main/"))
     assert doc.status == "ok" and {u.ref for u in doc.units} == expected
+
+
+_FUZZ_NAMES = ("a", "b", "d1", "d2")
+_FUZZ_PATTERNS = (
+    "a", "/a", "a/", "/a/", "*.log", "!*.log", "!x.py", "d1/", "!d1/", "d1/*", "!d1/x.py", "**/b",
+    "b/**", "!b", "*.py", "!/a", "b/x.py", "/d2/z.txt", "!z.txt", "a/**/x.py", "?.py", "[xy].*",
+    "d*/", "!d2", "**", "!**/", "*/x.py", "d1/d2/", "!d1/d2", "a/b", "/*", "!/*/", "*", "!*/",
+    "x.py/", "d1/**/", "**/d2/", "*/", "**/*/**", "d1/**", "!d1/**/",
+)  # fmt: skip
+
+
+def test_gitignore_fuzz_matches_git(tmp_path: Path) -> None:
+    """Random trees and .gitignore files: our matcher and our walk agree with git every time."""
+    for trial in range(150):
+        rng = random.Random(trial)
+        files: dict[str, str | bytes] = {}
+        for _ in range(rng.randint(5, 20)):
+            dirs = [rng.choice(_FUZZ_NAMES) for _ in range(rng.randint(0, 3))]
+            files["/".join([*dirs, rng.choice(("x.py", "y.log", "z.txt"))])] = "x\n"
+        dirs = sorted({""} | {p.rpartition("/")[0] for p in files})
+        for d in rng.sample(dirs, k=min(len(dirs), rng.randint(1, 3))):
+            lines = [rng.choice(_FUZZ_PATTERNS) for _ in range(rng.randint(1, 5))]
+            files[f"{d}/.gitignore" if d else ".gitignore"] = "\n".join(lines) + "\n"
+        prefixes = {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
+        files = {p: t for p, t in files.items() if p not in prefixes}  # a path is a file or a dir
+        root = make_repo(tmp_path / str(trial), files)
+        run_git(root, "init", "-q")
+        expected = _git_listing(root)
+        gitignores = [(p, str(t)) for p, t in files.items() if p.endswith(".gitignore")]
+        assert set(filter_ignored(gitignores, files)) == expected, (trial, gitignores)
+        shutil.rmtree(root / ".git")
+        assert {u.ref for u in _load(root).units} == expected, (trial, gitignores)
 
 
 def test_git_failure_falls_back_to_walk(tmp_path: Path) -> None:
@@ -241,7 +274,8 @@ def test_tar_links_refused_and_prefix_stripped(tmp_path: Path) -> None:
 
 
 def test_github_style_prefix_stripped_in_zip(tmp_path: Path) -> None:
-    doc = _load(make_zip(tmp_path / "r.zip", {"README.md": "r\n", "a/b.py": "b\n"}, prefix="r-main/"))
+    files = {"README.md": "r\n", "a/b.py": "b\n"}
+    doc = _load(make_zip(tmp_path / "r.zip", files, prefix="r-main/"))
     assert [u.ref for u in doc.units] == ["README.md", "a/b.py"]
     # a single top-level file is content, not a wrapper
     doc = _load(make_zip(tmp_path / "one.zip", {"only.py": "o\n"}))
@@ -283,7 +317,8 @@ def test_truncated_archives_fail(tmp_path: Path) -> None:
 
 def test_bad_inputs_fail_not_raise(tmp_path: Path) -> None:
     assert _load(tmp_path / "missing.zip").status == "failed"
-    assert load_repo(_ref(tmp_path / "nodir", "repo")).reason == f"not a directory: {tmp_path / 'nodir'}"
+    nodir = tmp_path / "nodir"
+    assert load_repo(_ref(nodir, "repo")).reason == f"not a directory: {nodir}"
     (tmp_path / "x.rar").write_bytes(b"x")
     assert "unsupported archive type" in (_load(tmp_path / "x.rar").reason or "")
 

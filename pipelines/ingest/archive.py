@@ -26,7 +26,8 @@ MAX_LINK_TARGET = 4096  # a zip symlink's target is its content; longer is not a
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar")
 SUFFIXES = (".zip", *TAR_SUFFIXES)
 # What can go wrong decoding a damaged archive (gzip/bz2/lzma errors are OSError subclasses).
-CORRUPT = (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, OSError, ValueError)
+CORRUPT = (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, OSError,
+           ValueError)  # fmt: skip
 
 Kind = Literal["file", "dir", "symlink", "hardlink", "other"]
 Key = zipfile.ZipInfo | tarfile.TarInfo
@@ -143,8 +144,9 @@ class Archive:
             mode = i.external_attr >> 16
             kind: Kind = "dir" if i.is_dir() else "symlink" if stat.S_ISLNK(mode) else "file"
             link = None
-            if kind == "symlink":  # the target is the member's content
-                link = zf.read(i).decode("utf-8", "replace") if i.file_size <= MAX_LINK_TARGET else "/"
+            if kind == "symlink":  # the target is the member's content; a huge one is no path
+                small = i.file_size <= MAX_LINK_TARGET
+                link = zf.read(i).decode("utf-8", "replace") if small else "/"
             raws.append(_Raw(safe_name(i.filename), i.filename, kind, i.file_size, link, i))
         return raws
 
@@ -155,10 +157,8 @@ class Archive:
             files += not m.isdir()
             check_file_count(max(files, dirs), self.limits)
             scanned += m.size
-            if scanned > self.limits.max_archive_scan_bytes:
-                raise RepoFailure(
-                    f"archive declares more than max_archive_scan_bytes={self.limits.max_archive_scan_bytes}"
-                )
+            if scanned > (cap := self.limits.max_archive_scan_bytes):
+                raise RepoFailure(f"archive declares more than max_archive_scan_bytes={cap}")
             kind: Kind = (
                 "file" if m.isreg() else "dir" if m.isdir() else "symlink" if m.issym()
                 else "hardlink" if m.islnk() else "other"
@@ -172,7 +172,7 @@ class Archive:
 
     def listing(self) -> Listing:
         try:
-            raws = self._zip_raw(self._zip) if self._zip else self._tar_raw(self._tar)  # type: ignore[arg-type]
+            raws = self._zip_raw(self._zip) if self._zip else self._tar_raw(self._tar_file())
         except CORRUPT as e:
             raise RepoFailure(f"corrupt archive: {e}") from None
         top = _top_dir(raws)
@@ -182,7 +182,7 @@ class Archive:
             if r.name is None:
                 out.skipped.append(Skipped(r.original, UNSAFE_PATH))
                 continue
-            if r.kind in ("dir", "other") or r.name == top:
+            if r.kind in ("dir", "other") or not r.name or r.name == top:
                 continue
             path = r.name[strip:]
             if ".git" in path.split("/"):  # git's own data is never content
@@ -203,11 +203,15 @@ class Archive:
                 try:
                     out.gitignores.append((m.path, self.read(m).decode("utf-8", "replace")))
                 except MemberUnreadable:
-                    pass  # an unreadable .gitignore ignores nothing; the file itself is skipped later
+                    pass  # an unreadable .gitignore ignores nothing; it is skipped later
         return out
 
+    def _tar_file(self) -> tarfile.TarFile:
+        assert self._tar is not None, "use Archive as a context manager"
+        return self._tar
+
     def _tar_bytes(self, info: tarfile.TarInfo) -> bytes:
-        f = self._tar.extractfile(info)  # type: ignore[union-attr]
+        f = self._tar_file().extractfile(info)
         return f.read() if f is not None else b""
 
     def read(self, m: Member) -> bytes:

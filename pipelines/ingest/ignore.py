@@ -83,7 +83,7 @@ Rules = list[tuple[re.Pattern[str], str, bool]]  # (pathspec's regex, pattern te
 
 
 def _rules(text: str) -> Rules:
-    """One .gitignore's patterns, compiled by pathspec; a malformed pattern is dropped, as git does."""
+    """One .gitignore's patterns, compiled by pathspec; malformed ones are dropped, as git does."""
     out: Rules = []
     for line in text.splitlines():
         try:
@@ -163,7 +163,7 @@ class GitIgnore:
 
 
 def filter_ignored(gitignores: Iterable[tuple[str, str]], paths: Iterable[str]) -> list[str]:
-    """Keep the file ``paths`` that git would list, given ``(path of a .gitignore, its text)`` pairs."""
+    """The file ``paths`` git would list, given ``(path of a .gitignore, its text)`` pairs."""
     rules = GitIgnore(gitignores)
     return [p for p in paths if not rules.ignored(p)]
 
@@ -240,6 +240,6 @@ def check_total_bytes(n: int, limits: IngestLimits) -> None:
 
 
 def readme_first_key(path: str) -> tuple[int, str]:
-    """Sort key: top-level README* first, then everything by path (code-point = UTF-8 byte order)."""
+    """Sort key: top-level README* first, then by path (code-point order = UTF-8 byte order)."""
     top_readme = "/" not in path and path.lower().startswith("readme")
     return (0 if top_readme else 1, path)

@@ -1,4 +1,4 @@
-"""A code repository (directory, git checkout or archive) becomes ONE document whose units are files."""
+"""A code repository (directory, git checkout or archive) becomes ONE document of file units."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class _Candidate:
 
 
 def load_repo(ref: SourceRef, limits: IngestLimits = IngestLimits()) -> Document:
-    """Read a repository into one Document; bad input gives a failed Document, never an exception."""
+    """Read a repository into one Document; bad input gives a failed Document, never raises."""
     try:
         if ref.kind == "repo":
             return _load_dir(ref, limits)
@@ -147,7 +147,7 @@ def _read_file(c: _Candidate, limits: IngestLimits) -> bytes:
     # O_NOFOLLOW: a file swapped for a symlink since the listing is not followed
     fd = os.open(c.key, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     with open(fd, "rb") as f:
-        return f.read(limits.max_file_bytes + 1)  # a file that grew since stat is caught as too large
+        return f.read(limits.max_file_bytes + 1)  # grown since stat: still too large
 
 
 # --- archives ------------------------------------------------------------------------------
@@ -164,7 +164,8 @@ def _load_archive(ref: SourceRef, limits: IngestLimits) -> Document:
         listing = arc.listing()
         kept = set(filter_ignored(listing.gitignores, (m.path for m in listing.files)))
         cands = [_Candidate(m.path, m.size, m) for m in listing.files if m.path in kept]
-        return _assemble(ref, title, cands, lambda c, _: arc.read(c.key), listing.skipped, limits, "archive")
+        read = lambda c, _: arc.read(c.key)  # noqa: E731
+        return _assemble(ref, title, cands, read, listing.skipped, limits, "archive")
 
 
 # --- shared --------------------------------------------------------------------------------
@@ -215,6 +216,8 @@ def _assemble(
         else:
             units.append(Unit(ref=c.path, text=text))
     units.sort(key=lambda u: readme_first_key(str(u.ref)))
+    for s in skipped:  # undecodable names arrive surrogate-escaped; rows must be valid UTF-8
+        s.path = s.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     skipped.sort(key=lambda s: s.path)
     meta = {"file_count": len(units), "skipped_count": len(skipped), "file_list": how}
     return Document.from_ref(ref, "repo", title=title, units=units, skipped=skipped, meta=meta)

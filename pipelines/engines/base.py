@@ -1,0 +1,65 @@
+"""The engine contract: token-id prompts with a schema and a budget in,
+completions with text, finish reason and token counts out.
+
+An ``EngineConfig`` is small and picklable: it travels to every worker, gives
+the chat format that prompts are packed with (cheap, no weights), and builds
+the engine once per inference actor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from pipelines.chat import ChatFormat
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    request_id: str
+    prompt_ids: list[int]
+    json_schema: dict[str, Any]
+    max_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    request_id: str
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    error: str | None = None  # set when finish_reason == "error"
+
+
+class Engine(Protocol):
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        """One completion per request, in order. Greedy, constrained by each
+        request's JSON schema. A request that fails is an "error" completion;
+        an engine that is dead raises (the actor restarts)."""
+        ...
+
+
+class EngineConfig(Protocol):
+    name: str  # "llamacpp", ...
+
+    @property
+    def model_id(self) -> str:
+        """Names the model in results and fingerprints."""
+        ...
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    def chat_format(self) -> ChatFormat:
+        """The tokenizer and template prompts are packed with; no weights loaded."""
+        ...
+
+    def build(self) -> Engine: ...
+
+
+class EngineError(RuntimeError):
+    """An engine cannot be set up (missing extra, model file, bad settings)."""

@@ -1,0 +1,131 @@
+"""Result records: where a document's result goes, its fingerprint, and the
+record built from its windows' extractions. Pure functions, no I/O but
+hashing the source."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.merge import merge_extractions
+from pipelines.records import SourceRef
+
+RESULT_FORMAT = 1
+
+
+def result_key(schema: str, ref: SourceRef) -> str:
+    """``<schema>/<source path relative to its input root>.json``."""
+    return f"{schema}/{ref.rel_path}.json"
+
+
+def source_key(ref: SourceRef) -> str:
+    """What changes when the source changes: the bytes of a file; for a
+    checkout, every file's path, size and modification time (but .git)."""
+    path = Path(ref.uri)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(d for d in dirnames if d != ".git")
+            for name in sorted(filenames):
+                p = Path(dirpath) / name
+                try:
+                    st = p.lstat()
+                except OSError:
+                    continue
+                h.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return "tree:" + h.hexdigest()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:  # unreadable now: never matches, so it is redone and fails with its reason
+        return f"unreadable:{e.strerror}"
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RunIdentity:
+    """Everything besides the source that decides a result."""
+
+    schema: str
+    schema_hash: str
+    model: str
+    prompt_version: str
+    max_model_len: int
+    max_output_tokens: int
+
+    def fingerprint(self, source: str) -> str:
+        parts = [source, self.schema_hash, self.model, self.prompt_version, str(self.max_model_len), str(self.max_output_tokens)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def document_result(
+    ident: RunIdentity,
+    json_schema: dict[str, Any],
+    validate,
+    doc: dict[str, Any],
+    windows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One result per document: merged data, status, windows and errors.
+
+    ``doc``: source, doc_id, rel_path, status, reason, skipped, source_key.
+    ``windows``: the infer stage's rows for this document, any order.
+    """
+    windows = sorted(windows, key=lambda w: w["window"])
+    errors: list[dict[str, Any]] = []
+    if doc["status"] != "ok":
+        errors.append({"stage": "ingest", "error": doc["reason"]})
+    for w in windows:
+        if w["error"]:
+            errors.append({"stage": "extract", "window": w["window"], "error": w["error"], "raw": w["raw"]})
+    good = [(w["window"], json.loads(w["data"])) for w in windows if w["data"] is not None]
+    data, conflicts = None, []
+    if good:
+        merged = merge_extractions(json_schema, good)
+        data, conflicts = merged.data, merged.conflicts
+        if merged.truncated:
+            errors.append({"stage": "merge", "error": f"lists cut to the schema's maxItems: {', '.join(merged.truncated)}"})
+        try:
+            data = validate(json.dumps(data))
+        except ValueError as e:
+            errors.append({"stage": "merge", "error": f"merged data does not validate: {str(e).splitlines()[0]}"})
+            good, data = [], None
+    if doc["status"] != "ok" or not good:
+        status = "failed"
+    elif len(good) < len(windows):
+        status = "partial"
+    else:
+        status = "ok"
+    return {
+        "format": RESULT_FORMAT,
+        "source": doc["source"],
+        "doc_id": doc["doc_id"],
+        "schema": ident.schema,
+        "schema_hash": ident.schema_hash,
+        "model": ident.model,
+        "prompt_version": ident.prompt_version,
+        "status": status,
+        "reason": _reason(doc, errors) if status != "ok" else None,
+        "data": data,
+        "conflicts": conflicts,
+        "windows": [
+            {k: w[k] for k in ("window", "units", "prompt_tokens", "completion_tokens", "finish_reason", "attempts")}
+            for w in windows
+        ],
+        "skipped_files": doc.get("skipped", []),
+        "errors": errors,
+        "fingerprint": ident.fingerprint(doc["source_key"]),
+    }
+
+
+def _reason(doc: dict[str, Any], errors: list[dict[str, Any]]) -> str:
+    if doc["status"] != "ok":
+        return doc["reason"]
+    failed = [e for e in errors if e["stage"] == "extract"]
+    if failed:
+        return f"{len(failed)} window(s) failed: {failed[0]['error']}"
+    return errors[0]["error"] if errors else "failed"
