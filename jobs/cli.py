@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+
+# Read by Ray when it is first imported. A local instance's workers run this
+# very interpreter, so Ray's `uv run` hook, which copies the project and
+# builds a second environment for them, is only cost.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.chat import Llama31Chat
+from pipelines.engines import EngineError, engine_config
 from pipelines.packer import DEFAULT_MAX_MODEL_LEN, PackSettings
 from pipelines.plan import failed_record, plan_documents, window_record
 from pipelines.sources import SourceError, list_sources
@@ -104,6 +111,68 @@ def _span(kind: str, units: list) -> str:
     if kind == "repo":
         return f"{len(units)} files" if len(units) > 1 else str(units[0])
     return "text"
+
+
+@app.command()
+def run(
+    sources: Annotated[list[str], typer.Argument(help="Files, folders, archives or git checkouts.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Where results and run manifests go.")],
+    schema: Annotated[str, typer.Option(help="Built-in name, module:Class, or a JSON Schema file.")] = "paper",
+    engine: Annotated[str, typer.Option(help="auto, or llamacpp (embedded CPU engine).")] = "auto",
+    model: Annotated[str | None, typer.Option(help="Model file for the engine (llamacpp: a GGUF).")] = None,
+    max_model_len: Annotated[int | None, typer.Option(min=256, help="Context length; default: the engine's.")] = None,
+    max_output_tokens: Annotated[int | None, typer.Option(min=1, help="Default: derived from the schema.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Inference actors (engines) to run.")] = 1,
+    address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting a local one.")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Also redo documents whose stored result failed.")] = False,
+) -> None:
+    """Extract one schema-valid JSON result per document."""
+    from jobs.progress import RunProgress, print_summary
+    from pipelines.graph import GraphSpec
+    from pipelines.ingest import IngestLimits
+    from pipelines.run import RunOptions, run_extraction
+    from pipelines.storage import LocalStorage
+
+    try:
+        spec = resolve_schema(schema)
+        refs, ignored = list_sources(sources)
+        name, why = choose_engine(engine)
+        config = engine_config(name, model_path=model, n_ctx=max_model_len)
+        config.chat_format()  # fails early, with the install hint, if the extra is missing
+    except (SchemaError, SourceError, EngineError) as e:
+        raise fail(str(e)) from None
+    settings = PackSettings(max_model_len=config.max_model_len, max_output_tokens=max_output_tokens)
+    graph = GraphSpec(schema=spec, engine=config, settings=settings, limits=IngestLimits(), concurrency=concurrency)
+    start_ray(address)
+    try:
+        with RunProgress(out) as progress:
+            report = run_extraction(refs, graph, LocalStorage(out_dir), RunOptions(retry_failed=retry_failed), ignored, progress)
+    finally:
+        import ray
+
+        ray.shutdown()
+    # A failed document is recorded, not fatal: the run itself succeeded.
+    print_summary(out, report, f"{config.name} ({why}), model {config.model_id}", out_dir / spec.name)
+
+
+def choose_engine(name: str) -> tuple[str, str]:
+    if name == "auto":
+        return "llamacpp", "auto: the embedded CPU engine; no other engine is available yet"
+    return name, "chosen with --engine"
+
+
+def start_ray(address: str | None) -> None:
+    import logging
+
+    import ray
+
+    # "local" always starts a new instance, never joins one found on the machine.
+    # Ray's start-up warnings are for cluster operators; errors still show.
+    ray.init(address=address or "local", include_dashboard=False, logging_level=logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours shows documents, windows and tokens
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 @schemas_app.command("list")

@@ -1,0 +1,69 @@
+"""The live progress display and the final summary of ``longctx run``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pipelines.run import RunReport
+
+
+class RunProgress:
+    """Documents done of those to do, windows done, tokens per second, time left."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn("docs · {task.fields[windows]} windows · {task.fields[rate]} tok/s ·"),
+            TimeElapsedColumn(),
+            TextColumn("· left"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("run", total=None, windows=0, rate="-")
+        self.windows = 0
+        self.tokens = 0
+        self.t0 = time.monotonic()
+
+    def __enter__(self) -> RunProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "start":
+            self.progress.update(self.task, total=info["to_do"])
+            self.t0 = time.monotonic()
+        elif event == "window":
+            self.windows += 1
+            self.tokens += info["prompt_tokens"] + info["completion_tokens"]
+            rate = self.tokens / max(time.monotonic() - self.t0, 1e-6)
+            self.progress.update(self.task, windows=self.windows, rate=f"{rate:,.0f}")
+        elif event == "document":
+            self.progress.advance(self.task)
+
+
+def print_summary(console: Console, report: RunReport, engine: str, results: Path) -> None:
+    counts = report.counts()
+    table = Table(title=f"run {report.run_id}", show_header=False, box=None)
+    for status in ("ok", "partial", "failed", "skipped"):
+        table.add_row(f"documents {status}", str(counts[status]))
+    table.add_row("prompt tokens", f"{sum(o.prompt_tokens for o in report.outcomes):,}")
+    table.add_row("completion tokens", f"{sum(o.completion_tokens for o in report.outcomes):,}")
+    table.add_row("wall time", f"{report.wall_seconds:.1f} s")
+    table.add_row("engine", engine)
+    table.add_row("manifest", report.manifest)
+    console.print(table)
+    for o in report.outcomes:
+        if o.status in ("failed", "partial"):
+            console.print(f"  [red]{o.status}[/red] {o.source}: {o.reason}", highlight=False)
+    console.print(f"results: {results}/", highlight=False)

@@ -1,0 +1,57 @@
+"""The infer stage: windows in, validated extractions out. Failure policy in
+one place: a truncated or invalid completion is retried once with a larger
+output budget, then recorded with its raw text; never dropped."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipelines.engines.base import Completion, Engine, Request
+from schemas import SchemaSpec
+
+RETRY_BUDGET_FACTOR = 2
+
+
+def infer_windows(engine: Engine, schema: SchemaSpec, max_model_len: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each window row gains: data (validated JSON text or None), error, raw,
+    finish_reason, completion_tokens, attempts. Rows of documents that failed
+    before inference (window == -1) pass through unchanged."""
+    out = [dict(r) for r in rows]
+    todo = [r for r in out if r["window"] >= 0]
+    requests = {r["request_id"]: Request(r["request_id"], list(r["prompt_ids"]), schema.json_schema, r["max_tokens"]) for r in todo}
+    first = dict(zip(requests, engine.generate(list(requests.values()))))
+    retry = {}
+    for r in todo:
+        _record(r, first[r["request_id"]], schema, attempt=1)
+        if r["error"] and first[r["request_id"]].finish_reason != "error":
+            room = max_model_len - len(r["prompt_ids"])
+            bigger = min(room, r["max_tokens"] * RETRY_BUDGET_FACTOR)
+            if bigger > r["max_tokens"]:  # greedy decoding: the same budget gives the same text
+                retry[r["request_id"]] = Request(r["request_id"], list(r["prompt_ids"]), schema.json_schema, bigger)
+            else:
+                r["error"] += f" (no room in max_model_len={max_model_len} for a larger output budget)"
+    if retry:
+        second = dict(zip(retry, engine.generate(list(retry.values()))))
+        for r in todo:
+            if r["request_id"] in second:
+                _record(r, second[r["request_id"]], schema, attempt=2)
+    return out
+
+
+def _record(row: dict[str, Any], c: Completion, schema: SchemaSpec, attempt: int) -> None:
+    row["attempts"] = attempt
+    row["finish_reason"] = c.finish_reason
+    row["completion_tokens"] = c.completion_tokens
+    row["data"], row["error"], row["raw"] = None, None, None
+    if c.finish_reason == "error":
+        row["error"] = f"engine error: {c.error}"
+    elif c.finish_reason == "length":
+        row["error"] = f"output hit max_tokens ({c.completion_tokens} tokens) before the JSON closed"
+    else:
+        try:
+            row["data"] = json.dumps(schema.validate(c.text), ensure_ascii=False)
+        except ValueError as e:
+            row["error"] = f"invalid JSON for schema '{schema.name}': {str(e).splitlines()[0][:300]}"
+    if row["error"]:
+        row["raw"] = c.text

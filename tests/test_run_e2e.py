@@ -1,0 +1,134 @@
+"""``longctx run`` end to end: real local Ray, real embedded model (SmolLM2 on
+llama.cpp), real files. Small contexts keep CPU prefill short."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
+
+LONGCTX = str(Path(sys.executable).parent / "longctx")
+BRIEF = str(Path(__file__).parent / "data" / "brief.schema.json")
+SMALL = ["--schema", BRIEF, "--max-model-len", "1024"]
+
+
+def longctx(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([LONGCTX, *args], capture_output=True, text=True, timeout=timeout)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def results(out: Path) -> dict[str, dict]:
+    return {p.relative_to(out / "brief").as_posix(): json.loads(p.read_text()) for p in (out / "brief").rglob("*.json")}
+
+
+def manifests(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "_runs").glob("*/manifest.json"))]
+
+
+def leftovers(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if p.is_file() and "tmp" in p.name]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    make_pdf(src / "multi.pdf", lorem_pages(4, words_per_page=220), title="Multi")
+    (src / "notes.md").write_text("# Weekly notes\n\nThe team shipped the parser and fixed two bugs.\n")
+    make_corrupt_pdf(src / "broken.pdf")
+    return src
+
+
+def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    proc = longctx("run", str(corpus), "--out", str(out), *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    res = results(out)
+    assert set(res) == {"multi.pdf.json", "notes.md.json", "broken.pdf.json"}  # one per input
+    assert res["broken.pdf.json"]["status"] == "failed"
+    assert res["broken.pdf.json"]["reason"].startswith("corrupt PDF")
+    multi = res["multi.pdf.json"]
+    assert multi["status"] == "ok" and res["notes.md.json"]["status"] == "ok"
+    assert len(multi["windows"]) >= 2  # split, then merged into one result
+    assert sorted(u for w in multi["windows"] for u in w["units"]) == [1, 2, 3, 4]
+    assert all(w["finish_reason"] == "stop" and w["prompt_tokens"] <= 1024 for w in multi["windows"])
+    assert set(multi["data"]) == {"title", "topics"} and len(multi["data"]["topics"]) <= 3
+    for key in ("source", "doc_id", "schema", "schema_hash", "model", "status", "data", "windows", "errors", "fingerprint"):
+        assert key in multi
+    [m1] = manifests(out)
+    assert m1["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0}
+    assert {Path(s["source"]).name: s["status"] for s in m1["sources"]} == {"multi.pdf": "ok", "notes.md": "ok", "broken.pdf": "failed"}
+    assert m1["tokens"]["prompt"] > 0 and m1["settings"]["model"].startswith("llamacpp:")
+
+    # A rerun writes nothing and skips everything.
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "brief").rglob("*.json")}
+    proc = longctx("run", str(corpus), "--out", str(out), *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in (out / "brief").rglob("*.json")} == stamps
+    assert manifests(out)[-1]["counts"] == {"ok": 0, "partial": 0, "failed": 0, "skipped": 3}
+
+    # A changed document, and only it, is redone.
+    (corpus / "notes.md").write_text("# Weekly notes\n\nThe team shipped the packer.\n")
+    proc = longctx("run", str(corpus), "--out", str(out), *SMALL)
+    assert manifests(out)[-1]["counts"] == {"ok": 1, "partial": 0, "failed": 0, "skipped": 2}
+    changed = [p for p in stamps if p.stat().st_mtime_ns != stamps[p]]
+    assert [p.name for p in changed] == ["notes.md.json"]
+
+    # --retry-failed redoes the failed one only.
+    proc = longctx("run", str(corpus), "--out", str(out), *SMALL, "--retry-failed")
+    last = manifests(out)[-1]
+    assert last["counts"] == {"ok": 0, "partial": 0, "failed": 1, "skipped": 2}
+    assert [Path(s["source"]).name for s in last["sources"] if s["status"] != "skipped"] == ["broken.pdf"]
+    assert "documents ok" in proc.stdout and "results:" in proc.stdout
+    assert leftovers(out) == []
+
+
+def test_truncated_output_is_retried_then_recorded_with_raw_text(corpus: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    proc = longctx("run", str(corpus / "notes.md"), "--out", str(out), *SMALL, "--max-output-tokens", "4")
+    assert proc.returncode == 0, proc.stderr
+    res = results(out)["notes.md.json"]
+    assert res["status"] == "failed" and "max_tokens" in res["reason"]
+    [w] = res["windows"]
+    assert w["attempts"] == 2 and w["finish_reason"] == "length"  # retried with a larger budget
+    [err] = [e for e in res["errors"] if e["stage"] == "extract"]
+    assert err["raw"].startswith("{") and len(err["raw"]) > 0
+
+
+def test_killed_run_resumes_with_one_result_per_document(tmp_path: Path):
+    src = tmp_path / "in"
+    src.mkdir()
+    names = [f"doc{i}.md" for i in range(5)]
+    for i, name in enumerate(names):
+        (src / name).write_text(f"# Note {i}\n\n" + " ".join(lorem_pages(1, words_per_page=120, seed=i)) + "\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([LONGCTX, "run", str(src), "--out", str(out), *SMALL], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (out / "brief").exists() or not list((out / "brief").glob("*.json")):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started
+    proc.wait()
+    done_before = {p.name for p in (out / "brief").glob("*.json")}
+    assert 1 <= len(done_before) < len(names)
+    assert manifests(out) == []  # the killed run never finished
+
+    proc = longctx("run", str(src), "--out", str(out), *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    res = results(out)
+    assert set(res) == {f"{n}.json" for n in names}  # exactly one result per document
+    assert all(r["status"] == "ok" for r in res.values())
+    [m] = manifests(out)
+    assert m["counts"]["skipped"] == len(done_before)
+    assert m["counts"]["ok"] == len(names) - len(done_before)  # nothing done twice
+    assert leftovers(out) == []
