@@ -25,7 +25,7 @@ from pipelines.results import RunIdentity, document_result, result_key, source_k
 from pipelines.storage import LocalStorage
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunOptions:
     retry_failed: bool = False  # also redo documents whose stored result failed
 
@@ -93,10 +93,11 @@ def run_extraction(
             rkey = rkey.removesuffix(".json") + f".{ref.doc_id.rsplit('-', 1)[-1]}.json"
         taken.add(rkey)
         stored = out.read_json(rkey)
-        if stored and stored.get("fingerprint") == ident.fingerprint(key):
-            if not (options.retry_failed and stored.get("status") == "failed"):
-                report.outcomes.append(DocOutcome(ref.uri, ref.doc_id, "skipped", f"unchanged; stored result is {stored.get('status')}", out.uri(rkey)))
-                continue
+        unchanged = stored is not None and stored.get("fingerprint") == ident.fingerprint(key)
+        if unchanged and not (options.retry_failed and stored.get("status") == "failed"):
+            reason = f"unchanged; stored result is {stored.get('status')}"
+            report.outcomes.append(DocOutcome(ref.uri, ref.doc_id, "skipped", reason, out.uri(rkey)))
+            continue
         todo.append({"ref": json.dumps(asdict(ref)), "source_key": key, "result_key": rkey})
     progress("start", {"documents": len(refs), "to_do": len(todo)})
     result_keys = {SourceRef(**json.loads(t["ref"])).doc_id: t["result_key"] for t in todo}

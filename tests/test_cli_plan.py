@@ -103,3 +103,16 @@ def test_schemas_commands():
     assert proc.returncode == 0 and all(n in proc.stdout for n in ("paper", "contract", "repo"))
     shown = json.loads(longctx("schemas", "show", "contract").stdout)
     assert shown["title"] == "contract" and "parties" in shown["properties"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "/no/such/path", "--out", "/tmp/x"], "no such file or directory"),
+    (["run", ".", "--out", "/tmp/x", "--engine", "gpt9"], "unknown engine 'gpt9'"),
+    (["run", ".", "--out", "/tmp/x", "--schema", "nope"], "unknown schema"),
+    (["run", ".", "--out", "/tmp/x", "--model", "/no/model.gguf"], "/no/model.gguf"),
+])  # fmt: skip
+def test_run_bad_arguments_fail_before_any_work(args, message):
+    proc = longctx(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout

@@ -132,3 +132,31 @@ def test_killed_run_resumes_with_one_result_per_document(tmp_path: Path):
     assert m["counts"]["skipped"] == len(done_before)
     assert m["counts"]["ok"] == len(names) - len(done_before)  # nothing done twice
     assert leftovers(out) == []
+
+
+def test_quick_start_leaves_a_valid_result_for_every_example(tmp_path: Path):
+    """The README's first command, on the bundled examples."""
+    from schemas import builtin_schema
+
+    examples = Path(__file__).parent.parent / "examples"
+    out = tmp_path / "out"
+    proc = longctx("run", str(examples), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    spec = builtin_schema("paper")
+    found = {p.name: json.loads(p.read_text()) for p in (out / "paper").glob("*.json")}
+    assert set(found) == {"field-report.pdf.json", "meeting-notes.md.json", "tinykv.tar.gz.json"}
+    for result in found.values():
+        assert result["status"] in ("ok", "partial", "failed")
+        if result["status"] == "failed":
+            assert result["reason"]
+        else:
+            spec.validate(json.dumps(result["data"]))  # raises if not schema-valid
+
+
+def test_readme_commands_are_the_ones_ci_runs():
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(quick) == 2
+    assert quick[0].endswith("longctx run examples/ --out out")
+    assert quick[1] in (root / ".ci" / "run").read_text()

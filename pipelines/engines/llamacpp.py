@@ -10,6 +10,7 @@ llama_cpp is imported lazily, so this module imports without the extra.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -76,7 +77,11 @@ def default_model_path() -> str:
 @functools.lru_cache(maxsize=4)
 def _vocab(model_path: str):
     """The tokenizer alone (no weights, ~0.1 s): packing loads it in many tasks."""
-    return _llama_cpp().Llama(model_path, vocab_only=True, verbose=False)
+    vocab = _llama_cpp().Llama(model_path, vocab_only=True, verbose=False)
+    # Free it while llama_cpp is still whole: freed during interpreter
+    # teardown, it prints a TypeError. (atexit runs this before llama_cpp's own.)
+    atexit.register(vocab.close)
+    return vocab
 
 
 class LlamaCppTokenizer:

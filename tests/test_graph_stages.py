@@ -1,0 +1,50 @@
+"""The graph's stage functions as plain functions, without Ray."""
+
+import json
+from array import array
+
+from pipelines.engines import engine_config
+from pipelines.graph import GraphSpec, parse_and_pack
+from pipelines.ingest import IngestLimits
+from pipelines.packer import PackSettings
+from pipelines.records import SourceRef
+from schemas import builtin_schema
+from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
+
+
+def spec() -> GraphSpec:
+    return GraphSpec(builtin_schema("paper"), engine_config("llamacpp", n_ctx=2048), PackSettings(2048, 256), IngestLimits())
+
+
+def item(path, kind="pdf") -> dict:
+    ref = SourceRef(str(path), str(path.parent), path.name, kind)
+    return {"ref": json.dumps({"uri": ref.uri, "root": ref.root, "rel_path": ref.rel_path, "kind": ref.kind}), "source_key": "k"}
+
+
+def test_parse_and_pack_gives_one_row_per_window(tmp_path):
+    make_pdf(tmp_path / "a.pdf", lorem_pages(6, words_per_page=250))
+    rows = parse_and_pack(item(tmp_path / "a.pdf"), spec())
+    assert len(rows) == rows[0]["windows"] > 1
+    assert [r["window"] for r in rows] == list(range(len(rows)))
+    assert sorted(p for r in rows for p in json.loads(r["units"])) == [1, 2, 3, 4, 5, 6]
+    chat = spec().engine.chat_format()
+    for r in rows:
+        ids = array("i", r["prompt"]).tolist()
+        assert len(ids) == r["prompt_tokens"] <= 2048 - 256
+        assert "BEGIN DOCUMENT" in chat.tokenizer.decode(ids)
+        assert r["max_tokens"] == 256 and json.loads(r["doc"])["status"] == "ok"
+
+
+def test_parse_and_pack_turns_a_bad_document_into_one_failed_row(tmp_path):
+    make_corrupt_pdf(tmp_path / "bad.pdf")
+    [row] = parse_and_pack(item(tmp_path / "bad.pdf"), spec())
+    assert row["window"] == -1 and row["windows"] == 0 and row["prompt"] == b""
+    doc = json.loads(row["doc"])
+    assert doc["status"] == "failed" and doc["reason"].startswith("corrupt PDF")
+
+
+def test_too_small_a_context_is_a_failed_document_not_a_crash(tmp_path):
+    make_pdf(tmp_path / "a.pdf", ["text"])
+    tiny = GraphSpec(builtin_schema("paper"), engine_config("llamacpp", n_ctx=600), PackSettings(600, 256), IngestLimits())
+    [row] = parse_and_pack(item(tmp_path / "a.pdf"), tiny)
+    assert row["window"] == -1 and "leaves" in json.loads(row["doc"])["reason"]
