@@ -54,8 +54,10 @@ def best_of(runs: int, fn):
 
 def repo_files(target_tokens: int, encoding) -> dict[str, str]:
     """synth_repo_files sized to about target_tokens, calibrated on a 100-file sample."""
+
     def count(files: dict[str, str]) -> int:
         return sum(map(len, encoding.encode_ordinary_batch(list(files.values()))))
+
     per_file = count(synth_repo_files(100, LINES_PER_FILE)) / 100
     return synth_repo_files(max(1, round(target_tokens / per_file)), LINES_PER_FILE)
 

@@ -25,8 +25,12 @@ from pipelines.tokenizer import TokenizerError, llama3_tokenizer
 from pipelines.user_schema import SchemaError, resolve_schema
 from schemas import BUILTIN
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Read long documents into schema-valid JSON with Llama 3.1.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Read long documents into schema-valid JSON with Llama 3.1.",
+)
 schemas_app = typer.Typer(help="The extraction schemas.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 out = Console()
@@ -46,7 +50,9 @@ def plan(
     schema: Annotated[str, typer.Option(help="Built-in name, module:Class, or a JSON Schema file.")] = "paper",
     max_model_len: Annotated[int, typer.Option(min=256, help="The model's context length.")] = DEFAULT_MAX_MODEL_LEN,
     max_output_tokens: Annotated[int | None, typer.Option(min=1, help="Default: derived from the schema.")] = None,
-    tokenizer: Annotated[str | None, typer.Option(help="Model directory or tokenizer.model; default: the packaged Llama 3.1 one.")] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Model directory or tokenizer.model; default: the packaged Llama 3.1 one.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per window, per line.")] = False,
     dump: Annotated[Path | None, typer.Option(help="Write each window's exact prompt (text and token ids) here.")] = None,
 ) -> None:

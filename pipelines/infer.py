@@ -19,8 +19,10 @@ def infer_windows(engine: Engine, schema: SchemaSpec, max_model_len: int, rows: 
     before inference (window == -1) pass through unchanged."""
     out = [dict(r) for r in rows]
     todo = [r for r in out if r["window"] >= 0]
-    requests = {r["request_id"]: Request(r["request_id"], list(r["prompt_ids"]), schema.json_schema, r["max_tokens"]) for r in todo}
-    first = dict(zip(requests, engine.generate(list(requests.values()))))
+    requests = {
+        r["request_id"]: Request(r["request_id"], list(r["prompt_ids"]), schema.json_schema, r["max_tokens"]) for r in todo
+    }
+    first = dict(zip(requests, engine.generate(list(requests.values())), strict=True))  # one per request
     retry = {}
     for r in todo:
         _record(r, first[r["request_id"]], schema, attempt=1)
@@ -32,7 +34,7 @@ def infer_windows(engine: Engine, schema: SchemaSpec, max_model_len: int, rows: 
             else:
                 r["error"] += f" (no room in max_model_len={max_model_len} for a larger output budget)"
     if retry:
-        second = dict(zip(retry, engine.generate(list(retry.values()))))
+        second = dict(zip(retry, engine.generate(list(retry.values())), strict=True))
         for r in todo:
             if r["request_id"] in second:
                 _record(r, second[r["request_id"]], schema, attempt=2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from pipelines import prompt
 from pipelines.chat import ChatFormat
@@ -188,7 +189,7 @@ def cut_text(text: str, limit: int, encode: Encode) -> list[str]:
         cuts.append(_boundary_near(text, int(j * span), int(span / 2), cuts[-1]))
     cuts.append(len(text))
     pieces: list[str] = []
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in pairwise(cuts):
         if a < b:  # a piece still over the limit (an uneven estimate) is cut again
             pieces.extend(cut_text(text[a:b], limit, encode) if b - a < len(text) else _halves(text, limit, encode))
     return pieces

@@ -7,7 +7,7 @@ near-equal size (as few as its units allow), not a greedy fill with a tiny tail.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from itertools import accumulate
+from itertools import accumulate, pairwise
 
 
 def balanced_partition(sizes: list[int], budget: int) -> list[range]:
@@ -31,7 +31,7 @@ def balanced_partition(sizes: list[int], budget: int) -> list[range]:
     while width < budget:
         cuts = _cuts_in_some_band(prefix, n, width, budget)
         if cuts is not None:
-            return [range(a, b) for a, b in zip(cuts, cuts[1:])]
+            return [range(a, b) for a, b in pairwise(cuts)]
         width += max(1, width // 2)  # not seen in practice: widen and retry
     return greedy
 
@@ -53,7 +53,7 @@ def _cuts_in_some_band(prefix: list[int], n: int, width: int, budget: int) -> li
     for lo in dict.fromkeys((lo_min, (lo_min + lo_max) // 2, lo_max)):
         if 1 <= lo <= top:
             lows, highs = _reach(prefix, n, lo, lo + width)
-            if lows[-1] <= total <= highs[-1] and all(lo_k <= hi_k for lo_k, hi_k in zip(lows, highs)):
+            if lows[-1] <= total <= highs[-1] and all(lo_k <= hi_k for lo_k, hi_k in zip(lows, highs, strict=True)):
                 return _backtrack(prefix, lows, highs, lo, lo + width)
     return None
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 from pipelines.chat import Llama31Chat
 from pipelines.ingest import IngestLimits, load_document
-from pipelines.packer import PackError, Packed, PackSettings, Window, pack_document
+from pipelines.packer import Packed, PackError, PackSettings, Window, pack_document
 from pipelines.records import Document, SourceRef
 from schemas import SchemaSpec
 

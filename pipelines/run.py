@@ -87,7 +87,7 @@ def run_extraction(
         keys = list(pool.map(source_key, refs))
     todo: list[dict[str, Any]] = []
     taken: set[str] = set()
-    for ref, key in zip(refs, keys):
+    for ref, key in zip(refs, keys, strict=True):
         rkey = result_key(spec.schema.name, ref)
         if rkey in taken:  # two inputs with the same relative path: keep both results
             rkey = rkey.removesuffix(".json") + f".{ref.doc_id.rsplit('-', 1)[-1]}.json"
@@ -135,7 +135,9 @@ def _finish(windows: dict[int, dict[str, Any]], spec: GraphSpec, ident: RunIdent
     )  # fmt: skip
 
 
-def _write_manifest(report: RunReport, spec: GraphSpec, ident: RunIdentity, out: LocalStorage, started: float, options: RunOptions) -> str:
+def _write_manifest(
+    report: RunReport, spec: GraphSpec, ident: RunIdentity, out: LocalStorage, started: float, options: RunOptions
+) -> str:
     key = f"_runs/{report.run_id}/manifest.json"
     manifest = {
         "run_id": report.run_id,

@@ -112,7 +112,7 @@ def _may_have_long_run(text: str) -> bool:
 _SPACE = re.compile(r"\s")
 _NON_SPACE = re.compile(r"\S")
 # The look-behinds make the scan linear: a match can only start where a run starts.
-_LONG_RUN = re.compile(r"(?<!\S)\S{%d,}|(?<!\s)\s{%d,}" % (MAX_RUN_CHARS + 1, MAX_RUN_CHARS + 1))
+_LONG_RUN = re.compile(rf"(?<!\S)\S{{{MAX_RUN_CHARS + 1},}}|(?<!\s)\s{{{MAX_RUN_CHARS + 1},}}")
 
 
 class Llama3Tokenizer:
@@ -132,7 +132,6 @@ class Llama3Tokenizer:
             special_tokens=special_tokens(),
         )
         self.special = self.encoding._special_tokens  # name -> id
-
 
     def encode(self, text: str) -> list[int]:
         pieces = split_long_runs(text)

@@ -25,9 +25,7 @@ def resolve_schema(name: str) -> SchemaSpec:
     elif ":" in name:
         spec = _from_model(name)
     else:
-        raise SchemaError(
-            f"unknown schema '{name}' (built in: {', '.join(BUILTIN)}; or module:Class, or a .json file)"
-        )
+        raise SchemaError(f"unknown schema '{name}' (built in: {', '.join(BUILTIN)}; or module:Class, or a .json file)")
     try:
         spec.max_output_tokens  # noqa: B018 - every list and string must be bounded
     except UnboundedSchemaError as e:

@@ -96,7 +96,9 @@ kept in an append-only log file; on start the log is replayed into a dict.
     python -m tinykv get greeting
 """,
     ".gitignore": "__pycache__/\n*.log\n!keep.log\n",
-    "tinykv/__init__.py": '"""tinykv: an append-only key-value store."""\n\nfrom tinykv.store import Store\n\n__all__ = ["Store"]\n',
+    "tinykv/__init__.py": (
+        '"""tinykv: an append-only key-value store."""\n\nfrom tinykv.store import Store\n\n__all__ = ["Store"]\n'
+    ),
     "tinykv/store.py": '''"""The store: an in-memory dict backed by an append-only JSON-lines log."""
 
 import json
@@ -158,21 +160,22 @@ def main(argv=None):
 if __name__ == "__main__":
     main()
 ''',
-    "tests/test_store.py": '''from tinykv.store import Store
+    "tests/test_store.py": """from tinykv.store import Store
 
 
 def test_set_get_survives_reopen(tmp_path):
     path = tmp_path / "db.log"
     Store(path).set("a", "1")
     assert Store(path).get("a") == "1"
-''',
+""",
     "poetry.lock": "# a lockfile: skipped by longctx\n",
     "debug.log": "ignored by .gitignore\n",
 }
 
 
 def main() -> None:
-    make_pdf(HERE / "field-report.pdf", REPORT, title="Reading Whole Documents: A Field Report on Long-Context Extraction")
+    title = "Reading Whole Documents: A Field Report on Long-Context Extraction"
+    make_pdf(HERE / "field-report.pdf", REPORT, title=title)
     make_tar_gz(HERE / "tinykv.tar.gz", REPO, prefix="tinykv-main/")
     print("wrote", *(p.name for p in sorted(HERE.iterdir()) if p.suffix in (".pdf", ".gz", ".md")))
 

@@ -31,9 +31,7 @@ def _bytes(content: str | bytes) -> bytes:
 def run_git(root: Path, *args: str) -> bytes:
     """Run git in ``root`` with an isolated configuration; returns stdout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | _GIT_ENV
-    return subprocess.run(
-        ["git", "-C", str(root), *_GIT_FLAGS, *args], env=env, check=True, capture_output=True
-    ).stdout
+    return subprocess.run(["git", "-C", str(root), *_GIT_FLAGS, *args], env=env, check=True, capture_output=True).stdout
 
 
 def make_repo(root: Path, files: Files, git: bool = False) -> Path:
@@ -53,9 +51,7 @@ def make_repo(root: Path, files: Files, git: bool = False) -> Path:
     return root
 
 
-def make_zip(
-    path: Path, files: Files, prefix: str = "", symlinks: dict[str, str] | None = None
-) -> Path:
+def make_zip(path: Path, files: Files, prefix: str = "", symlinks: dict[str, str] | None = None) -> Path:
     """A zip of ``files`` under ``prefix`` (e.g. "repo-main/"); names are written verbatim,
     so unsafe ones ("../evil.py", "/abs.py") can be made. ``symlinks``: name -> target."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -103,15 +99,74 @@ def make_tar_gz(
 
 # --- synthetic Python source -----------------------------------------------------------------
 
-_NOUNS = (
-    "account user order invoice payment session token cache queue record report config channel "
-    "message event metric schedule worker buffer packet policy region tenant ledger batch shard "
-    "index stream window vector matrix graph node edge path route signal sensor device profile"
-).split()
-_VERBS = (
-    "load save parse render build fetch update merge split validate compute resolve encode decode "
-    "normalize filter collect publish dispatch refresh compact rotate score rank"
-).split()
+_NOUNS = [
+    "account",
+    "user",
+    "order",
+    "invoice",
+    "payment",
+    "session",
+    "token",
+    "cache",
+    "queue",
+    "record",
+    "report",
+    "config",
+    "channel",
+    "message",
+    "event",
+    "metric",
+    "schedule",
+    "worker",
+    "buffer",
+    "packet",
+    "policy",
+    "region",
+    "tenant",
+    "ledger",
+    "batch",
+    "shard",
+    "index",
+    "stream",
+    "window",
+    "vector",
+    "matrix",
+    "graph",
+    "node",
+    "edge",
+    "path",
+    "route",
+    "signal",
+    "sensor",
+    "device",
+    "profile",
+]
+_VERBS = [
+    "load",
+    "save",
+    "parse",
+    "render",
+    "build",
+    "fetch",
+    "update",
+    "merge",
+    "split",
+    "validate",
+    "compute",
+    "resolve",
+    "encode",
+    "decode",
+    "normalize",
+    "filter",
+    "collect",
+    "publish",
+    "dispatch",
+    "refresh",
+    "compact",
+    "rotate",
+    "score",
+    "rank",
+]
 _TYPES = ("int", "str", "float", "bool", "list[int]", "dict[str, int]", "bytes")
 _OPS = ("+", "-", "*", "//", "%")
 
@@ -143,7 +198,7 @@ def _class(rng: random.Random) -> list[str]:
         "",
         "    def __init__(self, capacity: int = 128) -> None:",
         "        self.capacity = capacity",
-        f"        self.items: dict[str, int] = {{}}",
+        "        self.items: dict[str, int] = {}",
         "",
     ]
     for _ in range(rng.randint(1, 3)):

@@ -36,7 +36,9 @@ def corpus(tmp_path_factory) -> Path:
     (root / "notes.md").write_text("# Notes\n\nHello <|eot_id|> world.\n")
     files = {"README.md": "# Demo\n", "src/app.py": "print('hi')\n" * 50, "package-lock.json": "{}", "node_modules/x.js": "x"}
     make_zip(root / "demo.zip", files, prefix="demo-main/")
-    make_repo(root / "checkout", {"README.md": "# Checkout\n", "main.py": "x = 1\n", ".gitignore": "*.tmp\n", "a.tmp": "t"}, git=True)
+    make_repo(
+        root / "checkout", {"README.md": "# Checkout\n", "main.py": "x = 1\n", ".gitignore": "*.tmp\n", "a.tmp": "t"}, git=True
+    )
     return root
 
 
@@ -65,7 +67,18 @@ def test_plan_json_reports_every_document(corpus):
 
 
 def test_plan_dump_writes_exact_prompts(corpus, tmp_path):
-    recs = records(longctx("plan", str(corpus / "notes.md"), str(corpus / "long.pdf"), "--json", "--dump", str(tmp_path), "--max-model-len", "8192"))
+    recs = records(
+        longctx(
+            "plan",
+            str(corpus / "notes.md"),
+            str(corpus / "long.pdf"),
+            "--json",
+            "--dump",
+            str(tmp_path),
+            "--max-model-len",
+            "8192",
+        )
+    )
     tok = llama3_tokenizer()
     for r in recs:
         text = (tmp_path / f"{r['doc_id']}.{r['window']}.txt").read_text()

@@ -36,7 +36,9 @@ def test_lists_of_objects_and_max_items():
 def test_merged_result_validates():
     spec = builtin_schema("repo")
     base = {"name": None, "purpose": "p", "languages": [], "components": [], "entry_points": [], "dependencies": [], "risks": []}
-    m = merge_extractions(spec.json_schema, [(0, {**base, "dependencies": ["ray"] }), (1, {**base, "name": "x", "dependencies": ["ray", "typer"]})])
+    m = merge_extractions(
+        spec.json_schema, [(0, {**base, "dependencies": ["ray"]}), (1, {**base, "name": "x", "dependencies": ["ray", "typer"]})]
+    )
     import json
 
     assert spec.validate(json.dumps(m.data))["dependencies"] == ["ray", "typer"]

@@ -8,7 +8,15 @@ from schemas import builtin_schema
 SPEC = builtin_schema("repo")
 IDENT = RunIdentity("repo", SPEC.hash, "m", "1", 8192, 100)
 GOOD = {"name": "x", "purpose": "p", "languages": ["py"], "components": [], "entry_points": [], "dependencies": [], "risks": []}
-DOC = {"source": "/in/x.zip", "doc_id": "x-1", "rel_path": "x.zip", "status": "ok", "reason": None, "skipped": [], "source_key": "k"}
+DOC = {
+    "source": "/in/x.zip",
+    "doc_id": "x-1",
+    "rel_path": "x.zip",
+    "status": "ok",
+    "reason": None,
+    "skipped": [],
+    "source_key": "k",
+}
 
 
 def window(i, data=None, error=None, raw=None):
@@ -23,7 +31,7 @@ def test_ok_partial_failed():
     partial = document_result(IDENT, SPEC.json_schema, SPEC.validate, DOC, [window(0, GOOD), window(1, error="bad", raw="{")])
     assert partial["status"] == "partial" and partial["errors"][0]["raw"] == "{"
     failed = document_result(IDENT, SPEC.json_schema, SPEC.validate, DOC, [window(0, error="bad", raw="{x")])
-    assert failed["status"] == "failed" and failed["data"] is None and "1 window(s) failed: bad" == failed["reason"]
+    assert failed["status"] == "failed" and failed["data"] is None and failed["reason"] == "1 window(s) failed: bad"
     ingest = document_result(IDENT, SPEC.json_schema, SPEC.validate, {**DOC, "status": "failed", "reason": "corrupt"}, [])
     assert ingest["status"] == "failed" and ingest["reason"] == "corrupt" and ingest["windows"] == []
 

@@ -66,7 +66,11 @@ def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
         assert key in multi
     [m1] = manifests(out)
     assert m1["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0}
-    assert {Path(s["source"]).name: s["status"] for s in m1["sources"]} == {"multi.pdf": "ok", "notes.md": "ok", "broken.pdf": "failed"}
+    assert {Path(s["source"]).name: s["status"] for s in m1["sources"]} == {
+        "multi.pdf": "ok",
+        "notes.md": "ok",
+        "broken.pdf": "failed",
+    }
     assert m1["tokens"]["prompt"] > 0 and m1["settings"]["model"].startswith("llamacpp:")
 
     # A rerun writes nothing and skips everything.

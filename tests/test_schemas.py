@@ -34,7 +34,10 @@ def test_builtin_schemas_are_bounded(name):
 
 def test_output_budget_follows_the_bounds():
     small = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 10}}}
-    big = {"type": "object", "properties": {"a": {"type": "array", "maxItems": 10, "items": {"type": "string", "maxLength": 100}}}}
+    big = {
+        "type": "object",
+        "properties": {"a": {"type": "array", "maxItems": 10, "items": {"type": "string", "maxLength": 100}}},
+    }
     assert max_json_chars(small) == 2 + 1 + 4 + 2 + 11
     assert max_output_tokens(big) > max_output_tokens(small)
 
@@ -48,7 +51,15 @@ def test_unbounded_schema_is_refused():
 
 def test_validation_uses_the_pydantic_model():
     spec = builtin_schema("repo")
-    good = {"name": "x", "purpose": "p", "languages": ["py"], "components": [], "entry_points": [], "dependencies": [], "risks": []}
+    good = {
+        "name": "x",
+        "purpose": "p",
+        "languages": ["py"],
+        "components": [],
+        "entry_points": [],
+        "dependencies": [],
+        "risks": [],
+    }
     assert spec.validate(json.dumps(good))["purpose"] == "p"
     with pytest.raises(ValueError):
         spec.validate(json.dumps({**good, "languages": ["a"] * 50}))

@@ -29,7 +29,7 @@ TEXTS = [
     "Emoji 🎉🚀👩‍👩‍👧‍👦 and flags 🇫🇷🇯🇵 and symbols ∑∫√∞ ≠ ≤",
     "   leading spaces\n\n\n\ttabs\t\tand   runs    of     spaces   \r\n\r\nwindows lines  ",
     "a\u00a0non-breaking\u2003em-space\u200bzero-width\u3000ideographic",
-    "<html><body><p class=\"x\">text</p></body></html>\n{\"json\": [true, null, 1.5e-3]}",
+    '<html><body><p class="x">text</p></body></html>\n{"json": [true, null, 1.5e-3]}',
     "x" * 3000 + " " + "y z " * 500,
     "",
     "\n",

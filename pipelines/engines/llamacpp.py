@@ -124,9 +124,7 @@ class ChatMLChat:
 
     def render(self, system: str, user: str) -> str:
         return (
-            f"<|im_start|>system\n{system.strip()}<|im_end|>\n"
-            f"<|im_start|>user\n{user.strip()}<|im_end|>\n"
-            "<|im_start|>assistant\n"
+            f"<|im_start|>system\n{system.strip()}<|im_end|>\n<|im_start|>user\n{user.strip()}<|im_end|>\n<|im_start|>assistant\n"
         )
 
     def encode(self, system: str, user_parts: Sequence[Part]) -> list[int]:

@@ -6,6 +6,7 @@ top-level directory (GitHub's ``name-main/``) is stripped; work is bounded befor
 
 from __future__ import annotations
 
+import contextlib
 import re
 import stat
 import tarfile
@@ -160,13 +161,12 @@ class Archive:
             if scanned > (cap := self.limits.max_archive_scan_bytes):
                 raise RepoFailure(f"archive declares more than max_archive_scan_bytes={cap}")
             kind: Kind = (
-                "file" if m.isreg() else "dir" if m.isdir() else "symlink" if m.issym()
-                else "hardlink" if m.islnk() else "other"
+                "file" if m.isreg() else "dir" if m.isdir() else "symlink" if m.issym() else "hardlink" if m.islnk() else "other"
             )
             name = safe_name(m.name)
-            if kind == "file" and name and name.rpartition("/")[2] == ".gitignore":
-                if m.size <= self.limits.max_file_bytes:  # read now: the stream only goes forward
-                    self._prefetched[name] = self._tar_bytes(m)
+            is_gitignore = kind == "file" and name and name.rpartition("/")[2] == ".gitignore"
+            if is_gitignore and m.size <= self.limits.max_file_bytes:  # read now: the stream only goes forward
+                self._prefetched[name] = self._tar_bytes(m)
             raws.append(_Raw(name, m.name, kind, m.size, m.linkname or None, m))
         return raws
 
@@ -200,10 +200,9 @@ class Archive:
         out.files = list(by_path.values())
         for m in out.files:
             if m.path.rpartition("/")[2] == ".gitignore" and m.size <= self.limits.max_file_bytes:
-                try:
+                # an unreadable .gitignore ignores nothing; it is skipped later
+                with contextlib.suppress(MemberUnreadable):
                     out.gitignores.append((m.path, self.read(m).decode("utf-8", "replace")))
-                except MemberUnreadable:
-                    pass  # an unreadable .gitignore ignores nothing; it is skipped later
         return out
 
     def _tar_file(self) -> tarfile.TarFile:

@@ -234,9 +234,7 @@ def check_file_count(n: int, limits: IngestLimits) -> None:
 
 def check_total_bytes(n: int, limits: IngestLimits) -> None:
     if n > limits.max_archive_bytes:
-        raise RepoFailure(
-            f"expanded size of kept files {n} bytes > max_archive_bytes={limits.max_archive_bytes}"
-        )
+        raise RepoFailure(f"expanded size of kept files {n} bytes > max_archive_bytes={limits.max_archive_bytes}")
 
 
 def readme_first_key(path: str) -> tuple[int, str]:

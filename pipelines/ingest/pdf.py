@@ -32,7 +32,7 @@ def load_pdf(ref: SourceRef, limits: IngestLimits = IngestLimits()) -> Document:
         if reader.is_encrypted and (reason := _decrypt_empty(reader)):
             return Document.failed(ref, "pdf", reason)
         n_pages = len(reader.pages)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - pypdf raises outside its own error tree
         # PdfReader() already sets up decryption; an unsupported handler (certificate-based,
         # custom /Filter) fails there, and calling that file "corrupt" would mislead.
         kind = "encrypted: cannot decrypt" if b"/Encrypt" in data else "corrupt PDF"
@@ -46,10 +46,8 @@ def load_pdf(ref: SourceRef, limits: IngestLimits = IngestLimits()) -> Document:
     for i in range(n_pages):
         try:
             text = reader.pages[i].extract_text()
-        except Exception as e:
-            return Document.failed(
-                ref, "pdf", f"page {i + 1}: text extraction failed: {_describe(e)}", page_count=n_pages
-            )
+        except Exception as e:  # noqa: BLE001 - as above, per page
+            return Document.failed(ref, "pdf", f"page {i + 1}: text extraction failed: {_describe(e)}", page_count=n_pages)
         units.append(Unit(ref=i + 1, text=_normalize_page_text(text)))
 
     if not any(u.text for u in units):
@@ -65,7 +63,7 @@ def _decrypt_empty(reader: PdfReader) -> str | None:
     try:
         if reader.decrypt(""):  # PasswordType.NOT_DECRYPTED == 0
             return None
-    except Exception as e:  # e.g. a broken /Encrypt entry that PdfReader() tolerated
+    except Exception as e:  # noqa: BLE001 - e.g. a broken /Encrypt entry that PdfReader() tolerated
         return f"encrypted: cannot decrypt: {_describe(e)}"
     return "encrypted: a password is required"
 
@@ -74,7 +72,7 @@ def _title(reader: PdfReader) -> str | None:
     # Metadata is optional decoration: a broken /Info must not fail an otherwise readable PDF.
     try:
         title = reader.metadata.title if reader.metadata else None
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken /Info only costs the title
         return None
     title = str(title).replace("\x00", "").strip() if title else ""
     return title or None

@@ -50,7 +50,7 @@ def load_repo(ref: SourceRef, limits: IngestLimits = IngestLimits()) -> Document
         return Document.failed(ref, "repo", f"not a repository source: kind={ref.kind!r}")
     except RepoFailure as e:
         return Document.failed(ref, "repo", _one_line(str(e)))
-    except Exception as e:  # one bad input must not take the batch down
+    except Exception as e:  # noqa: BLE001 - one bad input must not take the batch down
         return Document.failed(ref, "repo", _one_line(f"unreadable: {type(e).__name__}: {e}"))
 
 
