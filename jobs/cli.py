@@ -133,6 +133,7 @@ def run(
     retry_failed: Annotated[bool, typer.Option(help="Also redo documents whose stored result failed.")] = False,
 ) -> None:
     """Extract one schema-valid JSON result per document."""
+    # Imported here: they pull in Ray, which `plan` and `schemas` do not need.
     from jobs.progress import RunProgress, print_summary
     from pipelines.graph import GraphSpec
     from pipelines.ingest import IngestLimits
@@ -153,6 +154,8 @@ def run(
     try:
         with RunProgress(out) as progress:
             report = run_extraction(refs, graph, LocalStorage(out_dir), RunOptions(retry_failed=retry_failed), ignored, progress)
+    except KeyboardInterrupt:
+        raise fail("interrupted: finished documents are saved; run the same command again to do the rest") from None
     finally:
         import ray
 

@@ -188,16 +188,10 @@ def cut_text(text: str, limit: int, encode: Encode) -> list[str]:
     for j in range(1, k):
         cuts.append(_boundary_near(text, int(j * span), int(span / 2), cuts[-1]))
     cuts.append(len(text))
-    pieces: list[str] = []
-    for a, b in pairwise(cuts):
-        if a < b:  # a piece still over the limit (an uneven estimate) is cut again
-            pieces.extend(cut_text(text[a:b], limit, encode) if b - a < len(text) else _halves(text, limit, encode))
-    return pieces
-
-
-def _halves(text: str, limit: int, encode: Encode) -> list[str]:
-    mid = _boundary_near(text, len(text) // 2, len(text) // 2, 0)
-    return cut_text(text[:mid], limit, encode) + cut_text(text[mid:], limit, encode)
+    # Every cut lies strictly inside the text, so each piece is shorter and the
+    # recursion ends; a piece still over the limit (the split is by characters,
+    # not tokens) is cut again.
+    return [p for a, b in pairwise(cuts) if a < b for p in cut_text(text[a:b], limit, encode)]
 
 
 def _boundary_near(text: str, at: int, reach: int, floor: int) -> int:
