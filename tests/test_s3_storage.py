@@ -1,0 +1,204 @@
+"""S3Storage against a real S3-compatible HTTP server on loopback (moto's
+server mode), never an in-process mock of boto3: every call here crosses a
+socket, signs its request and parses the server's XML."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from moto.server import ThreadedMotoServer
+
+from pipelines.s3 import MIN_PART_SIZE, S3Storage, parse_s3_uri, s3_client
+
+BUCKET = "longctx-test"
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    mp = pytest.MonkeyPatch()
+    # Dummy credentials only: nothing here can reach a real account.
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        mp.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        mp.delenv(name, raising=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # port 0: the OS picks a free one
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    s3_client(url).create_bucket(Bucket=BUCKET)
+    yield url
+    server.stop()
+    mp.undo()
+
+
+@pytest.fixture
+def client(endpoint):
+    return s3_client(endpoint)
+
+
+@pytest.fixture
+def store(client):
+    # A fresh prefix per test: tests share the server but not their objects.
+    return S3Storage(f"s3://{BUCKET}/run-{uuid.uuid4().hex[:8]}/", client=client)
+
+
+def _uploads(client, prefix: str) -> list[dict]:
+    return client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", [])
+
+
+def test_round_trip_and_uri(store, client):
+    key = "invoice/pdfs/a b/ünï.pdf.json"
+    obj = {"data": {"total": 12.5, "name": "Zoë"}, "status": "ok"}
+    store.write_json(key, obj)
+    assert store.read_json(key) == obj
+    assert store.uri(key) == f"s3://{BUCKET}/{store.prefix}{key}"
+    head = client.head_object(Bucket=BUCKET, Key=store.prefix + key)
+    assert head["ContentType"] == "application/json"
+    store.write_json(key, {"status": "redone"})  # overwrite replaces the whole object
+    assert store.read_json(key) == {"status": "redone"}
+
+
+def test_missing_and_corrupt_read_as_none(store, client):
+    assert store.read_json("invoice/nothing.json") is None
+    client.put_object(Bucket=BUCKET, Key=store.prefix + "invoice/torn.json", Body=b'{"status": "o')
+    assert store.read_json("invoice/torn.json") is None
+
+
+def test_other_errors_raise(client):
+    # A missing bucket is not a missing result: redoing everything would hide it.
+    with pytest.raises(client.exceptions.NoSuchBucket):
+        S3Storage("s3://no-such-bucket-here/out/", client=client).read_json("a.json")
+
+
+def test_list_keys_walks_every_page(store, client):
+    for i in range(25):
+        store.write_json(f"s/doc{i:02d}.json", {"i": i})
+    store.write_json("other/x.json", {})
+    calls = []
+    client.meta.events.register("before-call.s3.ListObjectsV2", lambda **kw: calls.append(1))
+    listed = list(store.list_keys("s/", page_size=10))
+    assert len(calls) == 3  # 10 + 10 + 5
+    assert [k for k, _, _ in listed] == [f"s/doc{i:02d}.json" for i in range(25)]
+    key, size, etag = listed[0]
+    head = client.head_object(Bucket=BUCKET, Key=store.prefix + key)
+    assert size == head["ContentLength"] and etag == head["ETag"].strip('"')
+    assert len(list(store.list_keys())) == 26
+
+
+def test_large_object_goes_multipart(client):
+    store = S3Storage(f"s3://{BUCKET}/mp-{uuid.uuid4().hex[:8]}", client=client, multipart_threshold=1024)
+    obj = {"chunks": [f"{i:08d}" + "x" * 1000 for i in range(6000)]}  # about 6 MiB of JSON: two parts
+    store.write_json("big.json", obj)
+    head = client.head_object(Bucket=BUCKET, Key=store.prefix + "big.json")
+    assert head["ContentLength"] > MIN_PART_SIZE
+    assert head["ETag"].strip('"').endswith("-2")  # a multipart object's ETag counts its parts
+    assert store.read_json("big.json") == obj
+    assert _uploads(client, store.prefix) == []
+
+
+def test_remove_temporaries_aborts_incomplete_uploads(store, client):
+    outside = client.create_multipart_upload(Bucket=BUCKET, Key="elsewhere/x.json")
+    up = client.create_multipart_upload(Bucket=BUCKET, Key=store.prefix + "s/killed.json")
+    client.upload_part(Bucket=BUCKET, Key=store.prefix + "s/killed.json", UploadId=up["UploadId"], PartNumber=1, Body=b"{")
+    assert len(_uploads(client, store.prefix)) == 1
+    assert store.remove_temporaries() == 1
+    assert _uploads(client, store.prefix) == []
+    assert store.read_json("s/killed.json") is None
+    assert store.remove_temporaries() == 0
+    # Uploads outside the prefix belong to someone else and stay.
+    assert [u["UploadId"] for u in _uploads(client, "elsewhere/")] == [outside["UploadId"]]
+    client.abort_multipart_upload(Bucket=BUCKET, Key="elsewhere/x.json", UploadId=outside["UploadId"])
+
+
+def test_endpoint_from_environment(endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    store = S3Storage(f"s3://{BUCKET}/env/")  # no client, no endpoint: botocore reads the variable
+    assert store.client.meta.endpoint_url == endpoint
+    store.write_json("a.json", [1, 2])
+    assert store.read_json("a.json") == [1, 2]
+
+
+def test_client_retries_with_backoff():
+    assert s3_client("http://127.0.0.1:9").meta.config.retries == {"mode": "standard", "total_max_attempts": 10}
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+def test_throttling_is_retried(store, client):
+    store.write_json("t.json", {"ok": True})
+    sent = []
+
+    def throttle_twice(request, **_):
+        # Answer the first two sends with S3's throttling error instead of sending them;
+        # the third goes to the server. Exercises botocore's retry handler, not ours.
+        sent.append(request.url)
+        if len(sent) <= 2:
+            body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+            return AWSResponse(request.url, 503, {"Content-Type": "application/xml"}, _Raw(body))
+        return None
+
+    client.meta.events.register("before-send.s3.GetObject", throttle_twice)
+    try:
+        assert store.read_json("t.json") == {"ok": True}
+    finally:
+        client.meta.events.unregister("before-send.s3.GetObject", throttle_twice)
+    assert len(sent) == 3
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("s3://bucket/prefix/", ("bucket", "prefix/")),
+        ("s3://bucket/a/b", ("bucket", "a/b/")),
+        ("s3://bucket", ("bucket", "")),
+        ("s3://bucket/", ("bucket", "")),
+        ("s3://my.bucket-1/out/", ("my.bucket-1", "out/")),
+    ],
+)
+def test_parse_s3_uri(uri, expected):
+    assert parse_s3_uri(uri) == expected
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "bucket/prefix",
+        "s3:/bucket/x",
+        "https://bucket/x",
+        "s3://",
+        "s3:///prefix",
+        "s3://B/x",
+        "s3://ab",
+        "s3://bucket/a//c",
+        "s3://bucket/x?y",
+    ],
+)
+def test_parse_s3_uri_rejects_malformed(uri):
+    with pytest.raises(ValueError, match="S3 URI"):
+        parse_s3_uri(uri)
+
+
+@pytest.mark.parametrize("key", ["/abs.json", "a//b.json", "../x.json", "a/./b.json"])
+def test_bad_keys_rejected(store, key):
+    with pytest.raises(ValueError, match="bad storage key"):
+        store.uri(key)
+
+
+def test_write_is_valid_json_bytes(store, client):
+    store.write_json("k.json", {"a": "é"})
+    body = client.get_object(Bucket=BUCKET, Key=store.prefix + "k.json")["Body"].read()
+    assert json.loads(body.decode("utf-8")) == {"a": "é"}
