@@ -122,7 +122,7 @@ def _span(kind: str, units: list) -> str:
 @app.command()
 def run(
     sources: Annotated[list[str], typer.Argument(help="Files, folders, archives or git checkouts.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Where results and run manifests go.")],
+    out_dir: Annotated[str, typer.Option("--out", help="Where results and manifests go: a folder or s3://bucket/prefix.")],
     schema: Annotated[str, typer.Option(help="Built-in name, module:Class, or a JSON Schema file.")] = "paper",
     engine: Annotated[str, typer.Option(help="auto, or llamacpp (embedded CPU engine).")] = "auto",
     model: Annotated[str | None, typer.Option(help="Model file for the engine (llamacpp: a GGUF).")] = None,
@@ -138,7 +138,7 @@ def run(
     from pipelines.graph import GraphSpec
     from pipelines.ingest import IngestLimits
     from pipelines.run import RunOptions, run_extraction
-    from pipelines.storage import LocalStorage
+    from pipelines.storage import open_storage
 
     try:
         spec = resolve_schema(schema)
@@ -146,14 +146,15 @@ def run(
         name, why = choose_engine(engine)
         config = engine_config(name, model_path=model, n_ctx=max_model_len)
         config.chat_format()  # fails early, with the install hint, if the extra is missing
-    except (SchemaError, SourceError, EngineError) as e:
+        storage = open_storage(out_dir)
+    except (SchemaError, SourceError, EngineError, ValueError) as e:
         raise fail(str(e)) from None
     settings = PackSettings(max_model_len=config.max_model_len, max_output_tokens=max_output_tokens)
     graph = GraphSpec(schema=spec, engine=config, settings=settings, limits=IngestLimits(), concurrency=concurrency)
     start_ray(address)
     try:
         with RunProgress(out) as progress:
-            report = run_extraction(refs, graph, LocalStorage(out_dir), RunOptions(retry_failed=retry_failed), ignored, progress)
+            report = run_extraction(refs, graph, storage, RunOptions(retry_failed=retry_failed), ignored, progress)
     except KeyboardInterrupt:
         raise fail("interrupted: finished documents are saved; run the same command again to do the rest") from None
     finally:
@@ -161,7 +162,7 @@ def run(
 
         ray.shutdown()
     # A failed document is recorded, not fatal: the run itself succeeded.
-    print_summary(out, report, f"{config.name} ({why}), model {config.model_id}", out_dir / spec.name)
+    print_summary(out, report, f"{config.name} ({why}), model {config.model_id}", storage.uri(spec.name))
 
 
 def choose_engine(name: str) -> tuple[str, str]:

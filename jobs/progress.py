@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -52,7 +51,7 @@ class RunProgress:
             self.progress.advance(self.task)
 
 
-def print_summary(console: Console, report: RunReport, engine: str, results: Path) -> None:
+def print_summary(console: Console, report: RunReport, engine: str, results: str) -> None:
     counts = report.counts()
     table = Table(title=f"run {report.run_id}", show_header=False, box=None)
     for status in ("ok", "partial", "failed", "skipped"):

@@ -22,7 +22,7 @@ from pipelines.graph import GraphSpec, run_graph
 from pipelines.prompt import PROMPT_VERSION
 from pipelines.records import Skipped, SourceRef
 from pipelines.results import RunIdentity, document_result, result_key, source_key
-from pipelines.storage import LocalStorage
+from pipelines.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def identity(spec: GraphSpec) -> RunIdentity:
 def run_extraction(
     refs: list[SourceRef],
     spec: GraphSpec,
-    out: LocalStorage,
+    out: Storage,
     options: RunOptions = RunOptions(),
     ignored: list[Skipped] | None = None,
     progress: Progress = lambda event, info: None,
@@ -122,7 +122,7 @@ def run_extraction(
     return report
 
 
-def _finish(windows: dict[int, dict[str, Any]], spec: GraphSpec, ident: RunIdentity, out: LocalStorage, key: str) -> DocOutcome:
+def _finish(windows: dict[int, dict[str, Any]], spec: GraphSpec, ident: RunIdentity, out: Storage, key: str) -> DocOutcome:
     rows = [r for w, r in windows.items() if w >= 0]
     doc = json.loads(next(iter(windows.values()))["doc"])
     for r in rows:
@@ -136,7 +136,7 @@ def _finish(windows: dict[int, dict[str, Any]], spec: GraphSpec, ident: RunIdent
 
 
 def _write_manifest(
-    report: RunReport, spec: GraphSpec, ident: RunIdentity, out: LocalStorage, started: float, options: RunOptions
+    report: RunReport, spec: GraphSpec, ident: RunIdentity, out: Storage, started: float, options: RunOptions
 ) -> str:
     key = f"_runs/{report.run_id}/manifest.json"
     manifest = {

@@ -11,9 +11,28 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 TEMP_SUFFIX = ".longctx-tmp"
+
+
+class Storage(Protocol):
+    def uri(self, key: str) -> str: ...
+
+    def read_json(self, key: str) -> dict[str, Any] | None: ...
+
+    def write_json(self, key: str, obj: Any) -> None: ...
+
+    def remove_temporaries(self) -> int: ...
+
+
+def open_storage(location: str) -> Storage:
+    """``s3://bucket/prefix`` (or an S3-compatible store at AWS_ENDPOINT_URL), else a local directory."""
+    if location.startswith("s3://"):
+        from pipelines.s3 import S3Storage  # boto3 only when asked for
+
+        return S3Storage(location)
+    return LocalStorage(location)
 
 
 class LocalStorage:
