@@ -21,8 +21,9 @@ import ray
 
 from pipelines.engines.base import EngineConfig
 from pipelines.infer import infer_windows
-from pipelines.ingest import IngestLimits, load_document
-from pipelines.packer import PackError, PackSettings, pack_document
+from pipelines.ingest import IngestLimits
+from pipelines.packer import PackSettings
+from pipelines.plan import load_and_pack
 from pipelines.records import SourceRef
 from schemas import SchemaSpec
 
@@ -39,33 +40,29 @@ class GraphSpec:
 def parse_and_pack(item: dict[str, Any], spec: GraphSpec) -> list[dict[str, Any]]:
     """One source → its window rows, or one row (window -1) saying why it failed."""
     ref = SourceRef(**json.loads(item["ref"]))
-    doc = load_document(ref, spec.limits)
+    plan = load_and_pack(ref, spec.schema, spec.engine.chat_format(), spec.settings, spec.limits)
+    doc = plan.doc
     info = {
         "source": doc.source, "doc_id": doc.doc_id, "rel_path": doc.rel_path, "status": doc.status,
         "reason": doc.reason, "skipped": [asdict(s) for s in doc.skipped], "source_key": item["source_key"],
     }  # fmt: skip
-    if doc.status == "ok":
-        try:
-            packed = pack_document(doc, spec.schema, spec.engine.chat_format(), spec.settings)
-        except PackError as e:
-            info["status"], info["reason"] = "failed", str(e)
-        else:
-            return [
-                {
-                    "request_id": f"{doc.doc_id}:{w.index}",
-                    "doc_id": doc.doc_id,
-                    "window": w.index,
-                    "windows": w.count,
-                    "units": json.dumps(w.units),
-                    "prompt": array("i", w.prompt_ids).tobytes(),
-                    "prompt_tokens": w.prompt_tokens,
-                    "max_tokens": w.max_output_tokens,
-                    "doc": json.dumps(info),
-                }
-                for w in packed.windows
-            ]
-    return [{"request_id": f"{doc.doc_id}:-1", "doc_id": doc.doc_id, "window": -1, "windows": 0, "units": "[]",
-             "prompt": b"", "prompt_tokens": 0, "max_tokens": 0, "doc": json.dumps(info)}]  # fmt: skip
+    if plan.packed is not None:
+        return [_row(doc.doc_id, info, w.index, w.count, w.units, w.prompt_ids, w.max_output_tokens) for w in plan.packed.windows]
+    return [_row(doc.doc_id, info, -1, 0, [], [], 0)]  # a failed document still reaches the driver
+
+
+def _row(doc_id: str, info: dict, window: int, windows: int, units: list, ids: list[int], max_tokens: int) -> dict[str, Any]:
+    return {
+        "request_id": f"{doc_id}:{window}",
+        "doc_id": doc_id,
+        "window": window,
+        "windows": windows,
+        "units": json.dumps(units),
+        "prompt": array("i", ids).tobytes(),
+        "prompt_tokens": len(ids),
+        "max_tokens": max_tokens,
+        "doc": json.dumps(info),
+    }
 
 
 class InferActor:

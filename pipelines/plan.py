@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-from pipelines.chat import Llama31Chat
+from pipelines.chat import ChatFormat
 from pipelines.ingest import IngestLimits, load_document
 from pipelines.packer import Packed, PackError, PackSettings, Window, pack_document
 from pipelines.records import Document, SourceRef
@@ -21,20 +21,24 @@ class DocPlan:
 def plan_documents(
     refs: list[SourceRef],
     schema: SchemaSpec,
-    chat: Llama31Chat,
+    chat: ChatFormat,
     settings: PackSettings = PackSettings(),
     limits: IngestLimits = IngestLimits(),
 ) -> Iterator[DocPlan]:
     for ref in refs:
-        doc = load_document(ref, limits)
-        if doc.status != "ok":
-            yield DocPlan(doc, None)
-            continue
-        try:
-            yield DocPlan(doc, pack_document(doc, schema, chat, settings))
-        except PackError as e:
-            doc.status, doc.reason = "failed", str(e)
-            yield DocPlan(doc, None)
+        yield load_and_pack(ref, schema, chat, settings, limits)
+
+
+def load_and_pack(ref: SourceRef, schema: SchemaSpec, chat: ChatFormat, settings: PackSettings, limits: IngestLimits) -> DocPlan:
+    """Parse and pack one source; a document that cannot be read or packed comes back failed, with why."""
+    doc = load_document(ref, limits)
+    if doc.status != "ok":
+        return DocPlan(doc, None)
+    try:
+        return DocPlan(doc, pack_document(doc, schema, chat, settings))
+    except PackError as e:
+        doc.status, doc.reason = "failed", str(e)
+        return DocPlan(doc, None)
 
 
 def window_record(doc: Document, w: Window) -> dict:
