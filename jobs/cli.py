@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-
-# Read by Ray when it is first imported. A local instance's workers run this
-# very interpreter, so Ray's `uv run` hook, which copies the project and
-# builds a second environment for them, is only cost.
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.chat import Llama31Chat
-from pipelines.engines import EngineError, engine_config
 from pipelines.packer import DEFAULT_MAX_MODEL_LEN, PackSettings
 from pipelines.plan import failed_record, plan_documents, window_record
 from pipelines.sources import SourceError, list_sources
@@ -55,11 +49,14 @@ def plan(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per window, per line.")] = False,
     dump: Annotated[Path | None, typer.Option(help="Write each window's exact prompt (text and token ids) here.")] = None,
+    s3_endpoint_url: Annotated[
+        str | None, typer.Option(help="S3-compatible store (MinIO, ...); default: AWS, or $AWS_ENDPOINT_URL.")
+    ] = None,
 ) -> None:
     """Show how every document packs into prompt windows. Needs no model."""
     try:
         spec = resolve_schema(schema)
-        refs, ignored = list_sources(sources)
+        refs, ignored = list_sources(sources, s3_endpoint_url)
         chat = Llama31Chat(llama3_tokenizer(tokenizer))
     except (SchemaError, SourceError, TokenizerError) as e:
         raise fail(str(e)) from None
@@ -121,9 +118,11 @@ def _span(kind: str, units: list) -> str:
 
 @app.command()
 def run(
-    sources: Annotated[list[str], typer.Argument(help="Files, folders, archives or git checkouts.")],
+    sources: Annotated[list[str], typer.Argument(help="Files, folders, archives, git checkouts, s3:// objects or prefixes.")],
     out_dir: Annotated[str, typer.Option("--out", help="Where results and manifests go: a folder or s3://bucket/prefix.")],
-    schema: Annotated[str, typer.Option(help="Built-in name, module:Class, or a JSON Schema file.")] = "paper",
+    schema: Annotated[list[str], typer.Option(help="Built-in name, module:Class, or a JSON Schema file; repeatable.")] = [  # noqa: B006
+        "paper"
+    ],
     engine: Annotated[str, typer.Option(help="auto, or llamacpp (embedded CPU engine).")] = "auto",
     model: Annotated[str | None, typer.Option(help="Model file for the engine (llamacpp: a GGUF).")] = None,
     max_model_len: Annotated[int | None, typer.Option(min=256, help="Context length; default: the engine's.")] = None,
@@ -131,58 +130,96 @@ def run(
     concurrency: Annotated[int, typer.Option(min=1, help="Inference actors (engines) to run.")] = 1,
     address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting a local one.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Also redo documents whose stored result failed.")] = False,
+    s3_endpoint_url: Annotated[
+        str | None, typer.Option(help="S3-compatible store (MinIO, ...); default: AWS, or $AWS_ENDPOINT_URL.")
+    ] = None,
 ) -> None:
     """Extract one schema-valid JSON result per document."""
-    # Imported here: they pull in Ray, which `plan` and `schemas` do not need.
-    from jobs.progress import RunProgress, print_summary
-    from pipelines.graph import GraphSpec
-    from pipelines.ingest import IngestLimits
-    from pipelines.run import RunOptions, run_extraction
-    from pipelines.storage import open_storage
+    data = {
+        "sources": sources,
+        "output": out_dir,
+        "schemas": schema,
+        "engine": {"name": engine, "model": model, "max_model_len": max_model_len, "concurrency": concurrency},
+        "packing": {"max_output_tokens": max_output_tokens},
+        "s3": {"endpoint_url": s3_endpoint_url},
+        "run": {"retry_failed": retry_failed},
+    }
+    run_job(data, "options", address or "local")
+
+
+def run_job(data: dict, origin: str, address: str | None) -> None:
+    """Validate, prepare and execute a job given as plain data; one clear line on any bad setting."""
+    from pipelines.job import JobError, prepare, validate_job
 
     try:
-        spec = resolve_schema(schema)
-        refs, ignored = list_sources(sources)
-        name, why = choose_engine(engine)
-        config = engine_config(name, model_path=model, n_ctx=max_model_len)
-        config.chat_format()  # fails early, with the install hint, if the extra is missing
-        storage = open_storage(out_dir)
-    except (SchemaError, SourceError, EngineError, ValueError) as e:
+        job = prepare(validate_job(data, origin))
+    except JobError as e:
         raise fail(str(e)) from None
-    settings = PackSettings(max_model_len=config.max_model_len, max_output_tokens=max_output_tokens)
-    graph = GraphSpec(schema=spec, engine=config, settings=settings, limits=IngestLimits(), concurrency=concurrency)
-    start_ray(address)
+    from jobs.runner import execute  # imports Ray: only once the job is known to be good
+
     try:
-        with RunProgress(out) as progress:
-            report = run_extraction(refs, graph, storage, RunOptions(retry_failed=retry_failed), ignored, progress)
+        execute(job, out, address)
     except KeyboardInterrupt:
         raise fail("interrupted: finished documents are saved; run the same command again to do the rest") from None
-    finally:
-        import ray
-
-        ray.shutdown()
     # A failed document is recorded, not fatal: the run itself succeeded.
-    print_summary(out, report, f"{config.name} ({why}), model {config.model_id}", storage.uri(spec.name))
 
 
-def choose_engine(name: str) -> tuple[str, str]:
-    if name == "auto":
-        return "llamacpp", "auto: the embedded CPU engine; no other engine is available yet"
-    return name, "chosen with --engine"
+@app.command()
+def submit(
+    config: Annotated[Path, typer.Argument(help="The job spec (YAML), inside the working directory.")],
+    address: Annotated[str, typer.Option(help="The cluster's Job API, e.g. http://HEAD:8265.", envvar="RAY_ADDRESS")],
+    working_dir: Annotated[Path, typer.Option(help="Uploaded as the job's working directory (the project).")] = Path("."),
+    follow: Annotated[bool, typer.Option(help="Print the job's logs until it ends; exit non-zero if it failed.")] = True,
+) -> None:
+    """Submit ``python -m jobs.extract --config CONFIG`` to a Ray cluster's Job API."""
+    from pipelines.job import JobError, read_job_file, validate_job
+
+    try:
+        validate_job(read_job_file(config), str(config))  # a bad spec fails here, not on the cluster
+    except JobError as e:
+        raise fail(str(e)) from None
+    wd = working_dir.resolve()
+    try:
+        rel = config.resolve().relative_to(wd).as_posix()
+    except ValueError:
+        raise fail(f"{config} is not inside the working directory {wd}: the job could not read it there") from None
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(address)
+        job_id = client.submit_job(
+            entrypoint=f"python -m jobs.extract --config {shlex.quote(rel)}",
+            # Ray leaves out what .gitignore names (.venv, out/); git's own data is not needed either.
+            runtime_env={"working_dir": str(wd), "excludes": [".git"]},
+        )
+    except (ConnectionError, RuntimeError, ValueError) as e:  # unreachable, refused, or too large an upload
+        raise fail(f"cannot submit to {address}: {' '.join(str(e).split())[:300]}") from None
+    out.print(f"submitted job {job_id}", highlight=False)
+    if not follow:
+        out.print(f"follow it with: ray job logs --follow --address {address} {job_id}", highlight=False)
+        return
+    raise typer.Exit(follow_job(client, job_id))
 
 
-def start_ray(address: str | None) -> None:
-    import logging
+def follow_job(client, job_id: str) -> int:
+    """Stream the job's logs to stdout; 0 once it succeeded, 1 if it failed or was stopped."""
+    import asyncio
 
-    import ray
+    from ray.job_submission import JobStatus
 
-    # "local" always starts a new instance, never joins one found on the machine.
-    # Ray's start-up warnings are for cluster operators; errors still show.
-    ray.init(address=address or "local", include_dashboard=False, logging_level=logging.ERROR)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # ours shows documents, windows and tokens
-    ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    async def tail() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            print(lines, end="", flush=True)
+
+    try:
+        asyncio.run(tail())
+    except KeyboardInterrupt:
+        err.print(f"stopped following; the job goes on (ray job stop {job_id} stops it)", highlight=False)
+        return 130
+    status = client.get_job_status(job_id)
+    colour = "green" if status == JobStatus.SUCCEEDED else "red"
+    out.print(f"job {job_id}: [{colour}]{status.value}[/{colour}]", highlight=False)
+    return 0 if status == JobStatus.SUCCEEDED else 1
 
 
 @schemas_app.command("list")

@@ -15,7 +15,7 @@ from pipelines.records import Document
 from schemas import SchemaSpec
 
 # Bump when the words change: it is part of every result's fingerprint.
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 
 SYSTEM = (
     "You extract structured data from documents. You read the one document in the "
@@ -27,8 +27,9 @@ SYSTEM = (
 
 def boundary_tag(doc: Document) -> str:
     """Marks where the document begins and ends. Derived from the document's own
-    content, so the document cannot contain it, and stable across runs."""
-    h = hashlib.sha256(doc.source.encode())
+    name and content, so the document cannot contain it, and the same wherever
+    the document is stored (a local run and an S3 run give the same prompt)."""
+    h = hashlib.sha256(doc.rel_path.encode("utf-8", "surrogatepass"))
     for unit in doc.units:
         h.update(unit.text.encode("utf-8", "surrogatepass"))
     return h.hexdigest()[:12]

@@ -20,10 +20,12 @@ DocStatus = Literal["ok", "failed"]
 class SourceRef:
     """One input that becomes exactly one document."""
 
-    uri: str  # absolute local path (or s3:// URI)
+    uri: str  # absolute local path, s3://bucket/key, or s3://bucket/prefix/ (a repository tree)
     root: str  # the input root it was found under
     rel_path: str  # posix path relative to root; the output key mirrors it
     kind: SourceKind
+    version: str | None = None  # change key known from the listing (S3: ETag and size); None: hash the bytes
+    endpoint: str | None = None  # S3-compatible endpoint URL; None: AWS's default (or AWS_ENDPOINT_URL)
 
     @property
     def doc_id(self) -> str:

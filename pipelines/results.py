@@ -25,6 +25,8 @@ def result_key(schema: str, ref: SourceRef) -> str:
 def source_key(ref: SourceRef) -> str:
     """What changes when the source changes: the bytes of a file; for a
     checkout, every file's path, size and modification time (but .git)."""
+    if ref.version is not None:  # known from the listing (S3), no need to read anything
+        return ref.version
     path = Path(ref.uri)
     h = hashlib.sha256()
     if path.is_dir():

@@ -28,6 +28,7 @@ from pipelines.storage import Storage
 @dataclass(frozen=True)
 class RunOptions:
     retry_failed: bool = False  # also redo documents whose stored result failed
+    label: str | None = None  # prefix of the run id (and so of its manifest's folder), e.g. "nightly"
 
 
 @dataclass
@@ -80,7 +81,8 @@ def run_extraction(
     progress: Progress = lambda event, info: None,
 ) -> RunReport:
     started = time.time()
-    report = RunReport(run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6], ignored=ignored or [])
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]  # sorts by start time
+    report = RunReport(run_id=f"{options.label}-{run_id}" if options.label else run_id, ignored=ignored or [])
     ident = identity(spec)
     out.remove_temporaries()  # what a killed run left half-written
     with ThreadPoolExecutor(8) as pool:  # hashing releases the GIL
@@ -148,6 +150,7 @@ def _write_manifest(
             "engine": spec.engine.name,
             "concurrency": spec.concurrency,
             "retry_failed": options.retry_failed,
+            "label": options.label,
             "limits": asdict(spec.limits),
         },
         "counts": report.counts(),

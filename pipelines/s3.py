@@ -7,16 +7,20 @@ never read, printed or logged here.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
+import tempfile
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from pipelines.storage import StorageError
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 rejects smaller parts, but the last
 DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -29,12 +33,12 @@ _MISSING = {"NoSuchKey", "404", "NotFound"}
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/prefix`` -> ``("bucket", "prefix/")``; the prefix is a folder."""
     if not uri.startswith("s3://"):
-        raise ValueError(f"not an S3 URI (expected s3://bucket/prefix): {uri!r}")
+        raise StorageError(f"not an S3 URI (expected s3://bucket/prefix): {uri!r}")
     bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not _BUCKET.fullmatch(bucket):
-        raise ValueError(f"bad bucket name in S3 URI {uri!r}: {bucket!r}")
+        raise StorageError(f"bad bucket name in S3 URI {uri!r}: {bucket!r}")
     if "//" in prefix or any(c in prefix for c in "?#"):
-        raise ValueError(f"bad prefix in S3 URI {uri!r}: {prefix!r}")
+        raise StorageError(f"bad prefix in S3 URI {uri!r}: {prefix!r}")
     return bucket, (prefix.rstrip("/") + "/" if prefix.strip("/") else "")
 
 
@@ -49,10 +53,64 @@ def s3_client(endpoint_url: str | None = None) -> Any:
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
 
+@functools.lru_cache(maxsize=8)
+def shared_client(endpoint_url: str | None = None) -> Any:
+    """One client per endpoint and process (clients are thread-safe and cost ~50 ms to make)."""
+    return s3_client(endpoint_url)
+
+
+class ObjectTooLarge(ValueError):
+    pass
+
+
+def iter_objects(client: Any, bucket: str, prefix: str, page_size: int | None = None) -> Iterator[tuple[str, int, str]]:
+    """``(key, size, etag)`` of every object under ``prefix``, one listing page at a time."""
+    pagination = {"PageSize": page_size} if page_size else {}
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, PaginationConfig=pagination)
+    for page in pages:
+        for obj in page.get("Contents", []):
+            yield obj["Key"], obj["Size"], obj["ETag"].strip('"')
+
+
+SPOOL_BYTES = 32 * 1024 * 1024  # objects up to this stay in memory; larger ones spill to a temporary file
+
+
+def download(client: Any, bucket: str, key: str, max_bytes: int) -> IO[bytes]:
+    """The object's bytes as a seekable file, streamed in chunks; ObjectTooLarge before reading past
+    ``max_bytes``. ClientError (NoSuchKey, AccessDenied, ...) propagates."""
+    resp = client.get_object(Bucket=bucket, Key=key)
+    body = resp["Body"]  # StreamingBody's own context manager yields the raw stream: close it by hand
+    try:
+        if resp["ContentLength"] > max_bytes:
+            raise ObjectTooLarge(f"{resp['ContentLength']} bytes > {max_bytes}")
+        f = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - the caller closes it
+        for chunk in body.iter_chunks(1024 * 1024):
+            f.write(chunk)
+    finally:
+        body.close()
+    f.seek(0)
+    return f
+
+
+def read_prefix(client: Any, bucket: str, key: str, n: int) -> bytes:
+    """At most the first ``n`` bytes of an object (a ranged GET: a grown object is not fetched whole)."""
+    body = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{n - 1}")["Body"]
+    try:
+        return body.read()
+    finally:
+        body.close()
+
+
 class S3Storage:
-    def __init__(self, uri: str, client: Any = None, multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD):
+    def __init__(
+        self,
+        uri: str,
+        client: Any = None,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        endpoint_url: str | None = None,
+    ):
         self.bucket, self.prefix = parse_s3_uri(uri)
-        self.client = client if client is not None else s3_client()
+        self.client = client if client is not None else shared_client(endpoint_url)
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=max(MIN_PART_SIZE, multipart_threshold),
@@ -66,8 +124,10 @@ class S3Storage:
         """The stored object, or None when absent or unreadable (then it is redone)."""
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-            with body:  # a streaming body: release the connection even if reading fails
+            try:
                 data = body.read()
+            finally:  # release the connection even if reading fails
+                body.close()
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in _MISSING:
                 return None
@@ -104,13 +164,8 @@ class S3Storage:
 
     def list_keys(self, prefix: str = "", page_size: int | None = None) -> Iterator[tuple[str, int, str]]:
         """``(key, size, etag)`` for every object under ``prefix``, keys relative to the root."""
-        pagination = {"PageSize": page_size} if page_size else {}
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self._key(prefix), PaginationConfig=pagination
-        )
-        for page in pages:
-            for obj in page.get("Contents", []):
-                yield obj["Key"][len(self.prefix) :], obj["Size"], obj["ETag"].strip('"')
+        for key, size, etag in iter_objects(self.client, self.bucket, self._key(prefix), page_size):
+            yield key[len(self.prefix) :], size, etag
 
     def _key(self, key: str) -> str:
         parts = key.split("/")

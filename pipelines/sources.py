@@ -3,11 +3,17 @@
 A PDF, a text or Markdown file, a .zip / .tar.gz archive and a git checkout
 (a directory holding .git) are each one document. Anything else found in a
 folder is listed as ignored with its reason, so nothing goes unaccounted for.
+
+On S3 the same rules hold with prefixes for folders: ``s3://bucket/in/`` is
+listed recursively, and a prefix holding ``.git/HEAD`` (a checkout copied
+with ``aws s3 sync``) is one repository document.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import posixpath
 from pathlib import Path
 
 from pipelines.records import Skipped, SourceKind, SourceRef
@@ -31,13 +37,21 @@ def classify(name: str) -> SourceKind | None:
     return None
 
 
-def list_sources(sources: list[str]) -> tuple[list[SourceRef], list[Skipped]]:
+def list_sources(sources: list[str], s3_endpoint_url: str | None = None) -> tuple[list[SourceRef], list[Skipped]]:
     """Refs in a stable order, and what was ignored with why. Raises SourceError
     for a source that does not exist; a bad file inside one is never fatal."""
     refs: list[SourceRef] = []
     ignored: list[Skipped] = []
     seen: set[str] = set()
     for source in sources:
+        if source.startswith("s3://"):
+            found, skipped = _list_s3(source, s3_endpoint_url)
+            for ref in found:
+                if ref.uri not in seen:
+                    seen.add(ref.uri)
+                    refs.append(ref)
+            ignored += skipped
+            continue
         path = Path(source).expanduser()
         if not path.exists():
             raise SourceError(f"no such file or directory: {source}")
@@ -92,3 +106,99 @@ def _walk(root: Path) -> tuple[list[SourceRef], list[Skipped]]:
                 ignored.append(Skipped(str(file), "hidden file" if name.startswith(".") else "unsupported file type"))
     refs.sort(key=lambda r: r.rel_path)
     return refs, ignored
+
+
+# --- S3 ------------------------------------------------------------------------------------
+
+GIT_MARKER = ".git/HEAD"
+
+
+def _list_s3(source: str, endpoint: str | None) -> tuple[list[SourceRef], list[Skipped]]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from pipelines.s3 import iter_objects, shared_client
+
+    bucket, _, key = source.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise SourceError(f"no bucket in S3 URI: {source}")
+    client = shared_client(endpoint)
+    try:
+        if key and not key.endswith("/"):  # one object, or a prefix written without its slash
+            single = _head(client, bucket, key)
+            if single is not None:
+                root = key.rpartition("/")[0]
+                ref = _s3_ref(bucket, root + "/" if root else "", key, *single, endpoint)
+                return ([ref], []) if ref else ([], [Skipped(source, "unsupported file type")])
+            key += "/"
+        objects = list(iter_objects(client, bucket, key))
+    except ClientError as e:
+        err = e.response.get("Error", {})
+        raise SourceError(f"cannot list {source}: {err.get('Code', '?')}: {err.get('Message', '')}".strip()) from None
+    except BotoCoreError as e:
+        raise SourceError(f"cannot list {source}: {e}") from None
+    if not objects:
+        raise SourceError(f"no such S3 object or prefix: {source}")
+    return _group_s3(bucket, key, objects, endpoint)
+
+
+def _head(client, bucket: str, key: str) -> tuple[int, str] | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    return head["ContentLength"], head["ETag"].strip('"')
+
+
+def _group_s3(bucket: str, prefix: str, objects: list[tuple[str, int, str]], endpoint: str | None):
+    """Objects under ``prefix`` → one ref per document: repositories (a ``.git/HEAD`` below
+    them) first, the outermost winning, then single files; every other object is ignored with why."""
+    rel = {k[len(prefix) :]: (size, etag) for k, size, etag in objects}
+    repos = sorted({p.removesuffix(GIT_MARKER).rstrip("/") for p in rel if p == GIT_MARKER or p.endswith("/" + GIT_MARKER)})
+    outer: list[str] = []
+    for r in repos:  # sorted: a parent comes before its children
+        if not any(r == o or r.startswith(o + "/") or o == "" for o in outer):
+            outer.append(r)
+    if "" in outer:  # the source itself is a repository
+        outer = [""]
+    trees: dict[str, list[str]] = {r: [] for r in outer}
+    refs: list[SourceRef] = []
+    ignored: list[Skipped] = []
+    for p in sorted(rel):
+        owner = next((r for r in outer if r == "" or p.startswith(r + "/")), None)
+        if owner is not None:
+            tree_path = p[len(owner) + 1 :] if owner else p
+            if ".git" not in tree_path.split("/"):
+                trees[owner].append(f"{tree_path}\0{rel[p][0]}\0{rel[p][1]}")
+            continue
+        uri = f"s3://{bucket}/{prefix}{p}"
+        if p.endswith("/"):
+            ignored.append(Skipped(uri, "folder marker (an empty object ending in /)"))
+        elif any(part.startswith(".") for part in p.split("/")):
+            ignored.append(Skipped(uri, "hidden file"))
+        elif ref := _s3_ref(bucket, prefix, prefix + p, *rel[p], endpoint):
+            refs.append(ref)
+        else:
+            ignored.append(Skipped(uri, "unsupported file type"))
+    for r, lines in trees.items():
+        # The tree's change key: every file's path, size and ETag (git's own data left out).
+        version = "s3tree:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        if r:
+            tree_prefix, root, rel_path = f"{prefix}{r}/", prefix, r
+        else:  # the listed prefix itself: its parent is the root, as for a local checkout
+            tree_prefix, parent = prefix, posixpath.dirname(prefix.rstrip("/"))
+            root, rel_path = (parent + "/" if parent else ""), posixpath.basename(prefix.rstrip("/")) or bucket
+        refs.append(SourceRef(f"s3://{bucket}/{tree_prefix}", f"s3://{bucket}/{root}", rel_path, "repo", version, endpoint))
+    refs.sort(key=lambda r: r.rel_path)
+    return refs, ignored
+
+
+def _s3_ref(bucket: str, root: str, key: str, size: int, etag: str, endpoint: str | None) -> SourceRef | None:
+    kind = classify(key.rpartition("/")[2])
+    if kind is None:
+        return None
+    # ETag + size change whenever the bytes do (multipart ETags are not MD5s, but still change).
+    return SourceRef(f"s3://{bucket}/{key}", f"s3://{bucket}/{root}", key[len(root) :], kind, f"etag:{etag}:{size}", endpoint)

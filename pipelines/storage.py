@@ -16,6 +16,10 @@ from typing import Any, Protocol
 TEMP_SUFFIX = ".longctx-tmp"
 
 
+class StorageError(ValueError):
+    """An output location that cannot be used (a malformed s3:// URI, ...)."""
+
+
 class Storage(Protocol):
     def uri(self, key: str) -> str: ...
 
@@ -26,12 +30,13 @@ class Storage(Protocol):
     def remove_temporaries(self) -> int: ...
 
 
-def open_storage(location: str) -> Storage:
-    """``s3://bucket/prefix`` (or an S3-compatible store at AWS_ENDPOINT_URL), else a local directory."""
+def open_storage(location: str, s3_endpoint_url: str | None = None) -> Storage:
+    """``s3://bucket/prefix`` (on AWS, or the S3-compatible store at ``s3_endpoint_url`` /
+    AWS_ENDPOINT_URL), else a local directory."""
     if location.startswith("s3://"):
         from pipelines.s3 import S3Storage  # boto3 only when asked for
 
-        return S3Storage(location)
+        return S3Storage(location, endpoint_url=s3_endpoint_url)
     return LocalStorage(location)
 
 

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipelines.tokenizer import llama3_tokenizer
+from tests.clirun import longctx
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_encrypted_pdf, make_pdf
 from tests.repogen import make_repo, make_zip
 
-LONGCTX = str(Path(sys.executable).parent / "longctx")
 EXAMPLES = Path(__file__).parent.parent / "examples"
-
-
-def longctx(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([LONGCTX, *args], capture_output=True, text=True, timeout=120)
 
 
 def records(proc: subprocess.CompletedProcess) -> list[dict]:

@@ -7,23 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.clirun import LONGCTX, SMALL, longctx
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
-
-LONGCTX = str(Path(sys.executable).parent / "longctx")
-BRIEF = str(Path(__file__).parent / "data" / "brief.schema.json")
-SMALL = ["--schema", BRIEF, "--max-model-len", "1024"]
-
-
-def longctx(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([LONGCTX, *args], capture_output=True, text=True, timeout=timeout)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
 
 
 def results(out: Path) -> dict[str, dict]:
@@ -164,49 +154,3 @@ def test_readme_commands_are_the_ones_ci_runs():
     assert len(quick) == 2
     assert quick[0].endswith("longctx run examples/ --out out")
     assert quick[1] in (root / ".ci" / "run").read_text()
-
-
-def test_results_on_s3_match_a_local_run(corpus: Path, tmp_path: Path):
-    """--out s3://... against a real S3-compatible server on loopback (moto's)."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        env = {
-            **os.environ,
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-            "AWS_ACCESS_KEY_ID": "testing",  # dummy: nothing here reaches a real account
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-        env.pop("AWS_PROFILE", None)
-        s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
-        s3.create_bucket(Bucket="results")
-        (corpus / "multi.pdf").unlink()  # keep it short: one text, one broken PDF
-        local = tmp_path / "local"
-        assert longctx("run", str(corpus), "--out", str(local), *SMALL).returncode == 0
-        proc = subprocess.run([LONGCTX, "run", str(corpus), "--out", "s3://results/out/", *SMALL],
-                              capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        assert "s3://results/out/brief" in proc.stdout
-        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="results", Prefix="out/")["Contents"])
-        assert [k for k in keys if not k.startswith("out/_runs/")] == ["out/brief/broken.pdf.json", "out/brief/notes.md.json"]
-        assert len([k for k in keys if k.endswith("manifest.json")]) == 1
-        for name in ("broken.pdf.json", "notes.md.json"):
-            remote = json.loads(s3.get_object(Bucket="results", Key=f"out/brief/{name}")["Body"].read())
-            here = json.loads((local / "brief" / name).read_text())
-            for field in ("status", "reason", "data", "fingerprint", "windows"):
-                assert remote[field] == here[field], field
-        # The incremental rerun works on S3 as on disk.
-        proc = subprocess.run([LONGCTX, "run", str(corpus), "--out", "s3://results/out/", *SMALL],
-                              capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        runs = sorted(k for k in (o["Key"] for o in s3.list_objects_v2(Bucket="results", Prefix="out/_runs/")["Contents"]))
-        last = json.loads(s3.get_object(Bucket="results", Key=runs[-1])["Body"].read())
-        assert last["counts"]["skipped"] == 2
-    finally:
-        server.stop()

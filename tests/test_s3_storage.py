@@ -8,35 +8,18 @@ import json
 import uuid
 
 import pytest
-from botocore.awsrequest import AWSResponse
-from moto.server import ThreadedMotoServer
 
 from pipelines.s3 import MIN_PART_SIZE, S3Storage, parse_s3_uri, s3_client
 
 BUCKET = "longctx-test"
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    mp = pytest.MonkeyPatch()
-    # Dummy credentials only: nothing here can reach a real account.
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        mp.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        mp.delenv(name, raising=False)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # port 0: the OS picks a free one
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    s3_client(url).create_bucket(Bucket=BUCKET)
-    yield url
-    server.stop()
-    mp.undo()
+@pytest.fixture
+def endpoint(s3):
+    client = s3_client(s3.url)
+    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket=BUCKET)
+    return s3.url
 
 
 @pytest.fixture
@@ -130,33 +113,29 @@ def test_client_retries_with_backoff():
     assert s3_client("http://127.0.0.1:9").meta.config.retries == {"mode": "standard", "total_max_attempts": 10}
 
 
-class _Raw:
-    def __init__(self, body: bytes):
-        self.body = body
-
-    def stream(self, **_):
-        yield self.body
-
-
-def test_throttling_is_retried(store, client):
+def test_throttling_and_server_errors_are_retried(store, s3):
     store.write_json("t.json", {"ok": True})
-    sent = []
+    # The server itself answers SlowDown twice, then a 500: botocore's standard mode retries all three.
+    s3.fail_next(2, 503, "SlowDown", method="GET", path_contains="t.json")
+    s3.fail_next(1, 500, "InternalError", method="GET", path_contains="t.json")
+    before = len(s3.requests)
+    assert store.read_json("t.json") == {"ok": True}
+    assert s3.faults_served >= 3
+    assert [m for m, p in s3.requests[before:] if p.endswith("t.json")] == ["GET"] * 4
+    s3.fail_next(3, 503, "SlowDown", method="PUT", path_contains="w.json")
+    store.write_json("w.json", [1])
+    assert store.read_json("w.json") == [1]
 
-    def throttle_twice(request, **_):
-        # Answer the first two sends with S3's throttling error instead of sending them;
-        # the third goes to the server. Exercises botocore's retry handler, not ours.
-        sent.append(request.url)
-        if len(sent) <= 2:
-            body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
-            return AWSResponse(request.url, 503, {"Content-Type": "application/xml"}, _Raw(body))
-        return None
 
-    client.meta.events.register("before-send.s3.GetObject", throttle_twice)
-    try:
-        assert store.read_json("t.json") == {"ok": True}
-    finally:
-        client.meta.events.unregister("before-send.s3.GetObject", throttle_twice)
-    assert len(sent) == 3
+def test_persistent_errors_surface_after_the_retry_budget(store, s3, client):
+    from botocore.exceptions import ClientError
+
+    store.write_json("down.json", {})
+    s3.fail_next(100, 500, "InternalError", method="GET", path_contains="down.json")
+    before = len(s3.requests)
+    with pytest.raises(ClientError, match="InternalError"):
+        store.read_json("down.json")  # never mistaken for "absent"
+    assert len(s3.requests) - before == 10  # total_max_attempts
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,7 @@ import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from pipelines.ingest.ignore import SYMLINK, RepoFailure, check_file_count
 from pipelines.ingest.limits import IngestLimits
@@ -113,10 +112,11 @@ def _inside(target: str | None, top: str) -> bool:
 
 
 class Archive:
-    """``with Archive(path, limits) as a: a.listing(); a.read(member)``."""
+    """``with Archive(name, file, limits) as a: a.listing(); a.read(member)``; ``name`` gives the type."""
 
-    def __init__(self, path: Path, limits: IngestLimits) -> None:
-        self.path = path
+    def __init__(self, name: str, file: IO[bytes], limits: IngestLimits) -> None:
+        self.name = name
+        self.file = file
         self.limits = limits
         self._zip: zipfile.ZipFile | None = None
         self._tar: tarfile.TarFile | None = None
@@ -124,10 +124,10 @@ class Archive:
 
     def __enter__(self) -> Archive:
         try:
-            if self.path.name.lower().endswith(".zip"):
-                self._zip = zipfile.ZipFile(self.path)
+            if self.name.lower().endswith(".zip"):
+                self._zip = zipfile.ZipFile(self.file)
             else:
-                self._tar = tarfile.open(self.path, "r:*")
+                self._tar = tarfile.open(fileobj=self.file, mode="r:*")
         except CORRUPT as e:
             raise RepoFailure(f"corrupt or unreadable archive: {e}") from None
         return self

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class IngestLimits:
+    max_source_bytes: int = 1024 * 1024 * 1024  # a PDF or archive file (or S3 object) larger than this fails unread
     max_pdf_pages: int = 5_000  # a PDF declaring more pages is failed, not truncated
     max_file_bytes: int = 1_000_000  # a repository file larger than this is skipped ("too large")
     max_line_chars: int = 1_000  # a file whose average line is longer is treated as minified

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 import logging
 import re
-from pathlib import Path
 
 from pypdf import PdfReader
 
+from pipelines.ingest.fetch import SourceUnreadable, open_source
 from pipelines.ingest.limits import IngestLimits
 from pipelines.records import Document, SourceRef, Unit
 
@@ -21,9 +21,10 @@ _NO_TEXT = "no extractable text (scanned or image-only PDF; OCR is not supported
 
 def load_pdf(ref: SourceRef, limits: IngestLimits = IngestLimits()) -> Document:
     try:
-        data = Path(ref.uri).read_bytes()
-    except OSError as e:
-        return Document.failed(ref, "pdf", f"cannot read file: {_describe(e)}")
+        with open_source(ref, limits.max_source_bytes, "max_source_bytes") as f:
+            data = f.read()
+    except SourceUnreadable as e:
+        return Document.failed(ref, "pdf", str(e))
 
     # pypdf raises many exception types outside PyPdfError for malformed input (TypeError,
     # KeyError, RecursionError, ...): catch them all, but keep the reason specific.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.ingest.archive import Archive, MemberUnreadable, archive_title
+from pipelines.ingest.fetch import SourceUnreadable, open_source
 from pipelines.ingest.ignore import (
     SYMLINK,
     VENDORED,
@@ -44,7 +45,7 @@ def load_repo(ref: SourceRef, limits: IngestLimits = IngestLimits()) -> Document
     """Read a repository into one Document; bad input gives a failed Document, never raises."""
     try:
         if ref.kind == "repo":
-            return _load_dir(ref, limits)
+            return _load_s3_tree(ref, limits) if ref.uri.startswith("s3://") else _load_dir(ref, limits)
         if ref.kind == "archive":
             return _load_archive(ref, limits)
         return Document.failed(ref, "repo", f"not a repository source: kind={ref.kind!r}")
@@ -154,18 +155,57 @@ def _read_file(c: _Candidate, limits: IngestLimits) -> bytes:
 
 
 def _load_archive(ref: SourceRef, limits: IngestLimits) -> Document:
-    path = Path(ref.uri)
-    title = archive_title(path.name)
+    name = ref.uri.rpartition("/")[2]
+    title = archive_title(name)
     if title is None:
-        return Document.failed(ref, "repo", f"unsupported archive type: {path.name}")
-    if not path.is_file():
-        return Document.failed(ref, "repo", f"archive not found: {ref.uri}")
-    with Archive(path, limits) as arc:
-        listing = arc.listing()
-        kept = set(filter_ignored(listing.gitignores, (m.path for m in listing.files)))
-        cands = [_Candidate(m.path, m.size, m) for m in listing.files if m.path in kept]
-        read = lambda c, _: arc.read(c.key)  # noqa: E731
-        return _assemble(ref, title, cands, read, listing.skipped, limits, "archive")
+        return Document.failed(ref, "repo", f"unsupported archive type: {name}")
+    try:
+        source = open_source(ref, limits.max_source_bytes, "max_source_bytes")
+        with source as f, Archive(name, f, limits) as arc:
+            listing = arc.listing()
+            kept = set(filter_ignored(listing.gitignores, (m.path for m in listing.files)))
+            cands = [_Candidate(m.path, m.size, m) for m in listing.files if m.path in kept]
+            read = lambda c, _: arc.read(c.key)  # noqa: E731
+            return _assemble(ref, title, cands, read, listing.skipped, limits, "archive")
+    except SourceUnreadable as e:
+        return Document.failed(ref, "repo", str(e))
+
+
+# --- repository trees on S3 ----------------------------------------------------------------
+
+
+def _load_s3_tree(ref: SourceRef, limits: IngestLimits) -> Document:
+    """A prefix holding a repository's files: listed, .gitignore rules applied, each kept file
+    fetched on its own (a ranged GET of at most max_file_bytes + 1)."""
+    from botocore.exceptions import ClientError
+
+    from pipelines.s3 import iter_objects, read_prefix, shared_client
+
+    client = shared_client(ref.endpoint)
+    bucket, _, prefix = ref.uri.removeprefix("s3://").partition("/")
+    files: dict[str, _Candidate] = {}
+    for key, size, _ in iter_objects(client, bucket, prefix):
+        path = key[len(prefix) :]
+        if path and not path.endswith("/") and ".git" not in path.split("/"):  # folder markers and git's data
+            files[path] = _Candidate(path, size, key)
+            check_file_count(len(files), limits)
+
+    def read(c: _Candidate, lim: IngestLimits) -> bytes:
+        if c.size == 0:  # a ranged GET of an empty object is an error (416), and there is nothing to read
+            return b""
+        try:
+            return read_prefix(client, bucket, c.key, lim.max_file_bytes + 1)
+        except ClientError as e:  # e.g. deleted since the listing: skip the file, keep the repository
+            raise OSError(e.response.get("Error", {}).get("Code", "unreadable")) from None
+
+    gitignores = [
+        (p, read(c, limits).decode("utf-8", "replace"))
+        for p, c in files.items()
+        if p.rpartition("/")[2] == ".gitignore" and c.size <= limits.max_file_bytes
+    ]
+    cands = [files[p] for p in filter_ignored(gitignores, files)]
+    title = prefix.rstrip("/").rpartition("/")[2] or bucket
+    return _assemble(ref, title, cands, read, [], limits, "gitignore")
 
 
 # --- shared --------------------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""The job spec: everything one extraction job needs, as a validated file.
+
+``longctx run`` flags, ``python -m jobs.extract --config job.yaml`` and the
+nightly schedule all become a ``JobSpec``, and ``prepare`` turns one into
+ready parts (schemas, engine, storage, listed sources) or one clear
+``JobError`` before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipelines.engines import ENGINES, EngineConfig, EngineError, engine_config
+from pipelines.ingest import IngestLimits
+from pipelines.packer import PackSettings
+from pipelines.records import Skipped, SourceRef
+from pipelines.sources import SourceError, list_sources
+from pipelines.storage import Storage, StorageError, open_storage
+from pipelines.user_schema import SchemaError, resolve_schema
+from schemas import SchemaSpec
+
+
+class JobError(ValueError):
+    """The job cannot start; the message is one line for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineSpec(_Section):
+    name: str = Field("auto", description="auto, or one of the engines")
+    model: str | None = Field(None, description="the engine's model (llamacpp: a GGUF file)")
+    max_model_len: int | None = Field(None, ge=256, description="context length; default: the engine's")
+    concurrency: int = Field(1, ge=1, description="inference actors (engine replicas)")
+    options: dict[str, Any] = Field(default_factory=dict, description="engine-specific settings")
+
+
+class PackingSpec(_Section):
+    max_output_tokens: int | None = Field(None, ge=1, description="default: derived from the schema's bounds")
+
+
+class S3Spec(_Section):
+    endpoint_url: str | None = Field(None, description="an S3-compatible store (MinIO, ...); default: AWS")
+
+
+class RunSpec(_Section):
+    retry_failed: bool = Field(False, description="also redo documents whose stored result failed")
+    label: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="prefix of the run id, e.g. nightly")
+
+
+class JobSpec(_Section):
+    sources: list[str] = Field(min_length=1, description="files, folders, archives, checkouts, s3:// objects or prefixes")
+    output: str = Field(min_length=1, description="a folder or s3://bucket/prefix/")
+    schemas: list[str] = Field(["paper"], min_length=1, description="built-in names, module:Class, or JSON Schema files")
+    engine: EngineSpec = EngineSpec()
+    packing: PackingSpec = PackingSpec()
+    limits: IngestLimits = IngestLimits()
+    s3: S3Spec = S3Spec()
+    run: RunSpec = RunSpec()
+
+
+def read_job_file(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A YAML (or JSON) job file as data; ``overrides`` are dotted keys (``engine.name``) that win over it."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise JobError(f"cannot read job file {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise JobError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise JobError(f"{path}: expected a mapping of settings at the top level")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise JobError(f"{path}: '{p}' must be a mapping")
+        node[last] = value
+    return data
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``engine.max_model_len=4096`` -> ("engine.max_model_len", 4096); the value is read as YAML."""
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise JobError(f"--set expects dotted.key=value, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise JobError(f"--set {key}: not a YAML value: {value!r}") from None
+
+
+def validate_job(data: dict[str, Any], origin: str = "job") -> JobSpec:
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise JobError(f"{origin}: {where}: {first['msg']}{more}") from None
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    job: JobSpec
+    schemas: list[SchemaSpec]
+    engine: EngineConfig
+    engine_reason: str
+    settings: PackSettings
+    storage: Storage
+    refs: list[SourceRef]
+    ignored: list[Skipped]
+
+
+# Engine-neutral spec fields, in each engine's own option names.
+_ENGINE_FIELDS = {"llamacpp": {"model": "model_path", "max_model_len": "n_ctx"}}
+
+
+def choose_engine(name: str) -> tuple[str, str]:
+    if name == "auto":
+        return "llamacpp", "auto: the embedded CPU engine; no other engine is available yet"
+    return name, "chosen in the job"
+
+
+def build_engine(spec: EngineSpec) -> tuple[EngineConfig, str]:
+    name, why = choose_engine(spec.name)
+    names = _ENGINE_FIELDS.get(name, {})
+    options = {names.get(k, k): v for k, v in (("model", spec.model), ("max_model_len", spec.max_model_len))}
+    config = engine_config(name, **options, **spec.options)
+    config.chat_format()  # fails now, with the install hint, if the engine's extra is missing
+    return config, why
+
+
+def prepare(job: JobSpec) -> PreparedJob:
+    """Resolve and check every part of the job; JobError names the first problem."""
+    if job.engine.name != "auto" and job.engine.name not in ENGINES:
+        raise JobError(f"unknown engine '{job.engine.name}' (available: auto, {', '.join(ENGINES)})")
+    try:
+        schemas = [resolve_schema(s) for s in dict.fromkeys(job.schemas)]
+        engine, why = build_engine(job.engine)
+        storage = open_storage(job.output, job.s3.endpoint_url)
+        refs, ignored = list_sources(job.sources, job.s3.endpoint_url)
+    except (SchemaError, EngineError, StorageError, SourceError) as e:
+        raise JobError(str(e)) from None
+    settings = PackSettings(max_model_len=engine.max_model_len, max_output_tokens=job.packing.max_output_tokens)
+    return PreparedJob(job, schemas, engine, why, settings, storage, refs, ignored)

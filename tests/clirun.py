@@ -1,0 +1,37 @@
+"""Run the project's commands as a user would: real subprocesses, no tracebacks allowed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+LONGCTX = str(BIN / "longctx")
+BRIEF = str(Path(__file__).parent / "data" / "brief.schema.json")
+SMALL = ["--schema", BRIEF, "--max-model-len", "1024"]  # a small schema and context: short CPU prefill
+
+
+def longctx(*args: str, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return command(LONGCTX, *args, timeout=timeout, env=env)
+
+
+def extract(*args: str, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m jobs.extract ...``, the Ray job entry point."""
+    return command(sys.executable, "-m", "jobs.extract", *args, timeout=timeout, env=env)
+
+
+def command(*argv: str, timeout: int, env: dict[str, str] | None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def s3_json(client, bucket: str, key: str) -> dict:
+    return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def s3_keys(client, bucket: str, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
