@@ -183,6 +183,7 @@ def submit(
         rel = config.resolve().relative_to(wd).as_posix()
     except ValueError:
         raise fail(f"{config} is not inside the working directory {wd}: the job could not read it there") from None
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     try:
@@ -192,6 +193,9 @@ def submit(
             # Ray leaves out what .gitignore names (.venv, out/); git's own data is not needed either.
             runtime_env={"working_dir": str(wd), "excludes": [".git"]},
         )
+    except AuthenticationError:
+        hint = "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token (ray get-auth-token on the head)"
+        raise fail(f"cannot submit to {address}: the cluster requires a token: {hint}") from None
     except (ConnectionError, RuntimeError, ValueError) as e:  # unreachable, refused, or too large an upload
         raise fail(f"cannot submit to {address}: {' '.join(str(e).split())[:300]}") from None
     out.print(f"submitted job {job_id}", highlight=False)

@@ -74,7 +74,7 @@ def test_config_is_small_and_named(config):
 
 
 def test_config_errors(monkeypatch):
-    with pytest.raises(EngineError, match="unknown engine 'nope' \\(available: llamacpp\\)"):
+    with pytest.raises(EngineError, match="unknown engine 'nope' \\(available: llamacpp, openai\\)"):
         engine_config("nope")
     with pytest.raises(EngineError, match="/no/such.gguf"):
         LlamaCppConfig(model_path="/no/such.gguf").chat_format()

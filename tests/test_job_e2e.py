@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -159,28 +162,36 @@ def _free_port() -> int:
 def ray_head(s3_env, tmp_path: Path):
     """A Ray head with its dashboard (the Job API) on free ports; its workers see the loopback S3."""
     port, dashboard = _free_port(), _free_port()
-    env = {**s3_env, "PATH": f"{BIN}{os.pathsep}{s3_env.get('PATH', '')}", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    log = open(tmp_path / "ray-head.log", "wb")  # noqa: SIM115 - closed at teardown
+    # Token auth on, as on a real cluster, with a token of its own (not one found in ~/.ray).
+    env = {**s3_env, "PATH": f"{BIN}{os.pathsep}{s3_env.get('PATH', '')}", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}  # fmt: skip
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dashboard}",
-         "--dashboard-host=127.0.0.1", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+         "--dashboard-host=127.0.0.1", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.monotonic() + 120
     while True:
-        assert head.poll() is None, "ray start --head exited"
+        assert head.poll() is None, (tmp_path / "ray-head.log").read_text()[-3000:]
         try:
             urllib.request.urlopen(address + "/api/version", timeout=2)
+            break
+        except urllib.error.HTTPError:  # 401: up, with Ray's token auth (clients here read ~/.ray/auth_token)
             break
         except OSError:
             assert time.monotonic() < deadline, "the Job API did not come up"
             time.sleep(1)
-    yield address
+    yield address, env
     os.killpg(head.pid, signal.SIGTERM)  # --block: the head takes its processes down with it
     try:
         head.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(head.pid, signal.SIGKILL)
+    log.close()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_submitted_ray_job_matches_a_local_run(corpus, client, ray_head, s3_env, local_run, tmp_path: Path):
@@ -191,7 +202,11 @@ def test_submitted_ray_job_matches_a_local_run(corpus, client, ray_head, s3_env,
     spec = {"sources": [uri + "in/"], "output": uri + "out/", "schemas": [BRIEF],
             "engine": {"name": "llamacpp", "max_model_len": 1024}}  # fmt: skip
     (work / "job.yaml").write_text(yaml.safe_dump(spec))
-    proc = subprocess.run([LONGCTX, "submit", "job.yaml", "--address", ray_head], cwd=work, env=s3_env,
+    address, env = ray_head
+    proc = subprocess.run([LONGCTX, "submit", "job.yaml", "--address", address], cwd=work, env=s3_env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "requires a token" in proc.stderr, proc.stderr  # without the token: one clear line
+    proc = subprocess.run([LONGCTX, "submit", "job.yaml", "--address", address], cwd=work, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "submitted job raysubmit_" in proc.stdout and "SUCCEEDED" in proc.stdout

@@ -13,8 +13,9 @@ from pipelines.engines.base import (
     Request,
 )
 from pipelines.engines.llamacpp import LlamaCppConfig
+from pipelines.engines.openai_compat import OpenAIConfig
 
-ENGINES: dict[str, type] = {"llamacpp": LlamaCppConfig}
+ENGINES: dict[str, type] = {"llamacpp": LlamaCppConfig, "openai": OpenAIConfig}
 
 
 def engine_config(name: str, **options: Any) -> EngineConfig:

@@ -1,0 +1,273 @@
+"""An engine over any OpenAI-compatible server: vLLM serve, llama.cpp's
+llama-server, llama-cpp-python's server, Ollama, LM Studio.
+
+The prompt goes to ``/v1/completions`` by default, not to chat completions.
+The packer has already rendered the whole chat (template, special tokens by
+id) and counted it token-exactly; a raw completion is the only call where the
+server decodes after exactly that prompt, with no template of its own. How
+the prompt travels is ``prompt_as``:
+
+- ``ids`` (default): the token ids themselves. What the server sees is what
+  was counted, and document text can never turn into a control token
+  (DESIGN 5). vLLM and llama-server take token-id prompts.
+- ``text``: the ids decoded back to text (special tokens as their marker
+  strings, the BOS left to the server), for servers that take only a string
+  (llama-cpp-python's). The server re-tokenizes: counts can drift by a few
+  tokens, and a marker string inside a document becomes a control token.
+- ``messages``: ``/v1/chat/completions`` with the system and user messages cut
+  back out of the prompt; the server applies its own template. For servers
+  whose completions endpoint templates the prompt again (Ollama), or that
+  have none (hosted APIs). Counts are approximate, and the caveat of ``text`` holds.
+
+The server's own token counts (``usage``) are reported; the first disagreement
+with the packer's count is logged.
+
+Structured output (``structured``) depends on the server, as each reads the
+schema from a different field of a completions request:
+
+- ``response_format`` (default): ``{"type": "json_schema", ...}``: vLLM's completions,
+  and the chat completions of vLLM, llama-server and Ollama.
+- ``json_schema``: the schema as a top-level field: llama-server's completions.
+- ``grammar``: a GBNF grammar built here with llama-cpp-python's converter, no
+  free whitespace (as the llamacpp engine): llama-cpp-python's server, which
+  ignores response_format on completions.
+- ``none``: unconstrained.
+
+A server that refuses the schema field (HTTP 400/422) gets the request again
+without it, and requests with that schema go unconstrained from then on
+(logged once): infer.py validates every output anyway. vLLM's free
+whitespace in JSON is a server setting (``disable_any_whitespace``).
+
+Retries (429, 5xx, timeouts, connection errors, with exponential backoff
+and Retry-After) are the openai client's. A request that still fails is an
+"error" completion; a server that cannot be reached at all raises.
+The API key is read from ``OPENAI_API_KEY`` when the engine is built; the
+config, which travels to every worker, never holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pipelines.chat import ChatFormat, Llama31Chat
+from pipelines.engines.base import Completion, EngineError, Request
+from pipelines.tokenizer import llama3_tokenizer
+
+log = logging.getLogger(__name__)
+
+API_KEY_ENV = "OPENAI_API_KEY"
+LLAMA3_BOS = "<|begin_of_text|>"
+
+# text, finish reason, (prompt, completion) tokens from the server's usage if it sent one
+Reply = tuple[str, str | None, tuple[int, int] | None]
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    """``tokenizer`` names the served model's tokenizer and chat format, which
+    prompts are packed with: ``llama-3.1`` (the packaged Llama 3.1 tokenizer),
+    ``llama-3.1:<dir>`` (a model directory's ``original/tokenizer.model``, or a
+    rank file), ``gguf:<path>`` (the vocabulary of a GGUF file with the ChatML
+    template, as SmolLM2's; needs the llamacpp extra) or ``gguf`` (the packaged
+    SmolLM2)."""
+
+    name: ClassVar[str] = "openai"
+
+    base_url: str = "http://localhost:8000/v1"  # vllm serve's default
+    model: str = "meta-llama/Llama-3.1-8B-Instruct"  # the served model name
+    tokenizer: str = "llama-3.1"
+    max_model_len: int = 131072
+    prompt_as: Literal["ids", "text", "messages"] = "ids"
+    structured: Literal["response_format", "json_schema", "grammar", "none"] = "response_format"
+    concurrency: int = 8  # requests in flight per engine (per actor)
+    timeout_s: float = 600.0  # per attempt: a 128K prefill behind others' takes tens of seconds
+    max_retries: int = 5  # backoff 0.5, 1, 2, 4, 8 s
+
+    def __post_init__(self) -> None:
+        if self.prompt_as not in ("ids", "text", "messages"):
+            raise EngineError(f"openai: prompt_as must be ids, text or messages: {self.prompt_as!r}")
+        if self.structured not in ("response_format", "json_schema", "grammar", "none"):
+            raise EngineError(f"openai: structured must be response_format, json_schema, grammar or none: {self.structured!r}")
+        if self.concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0:
+            raise EngineError("openai: concurrency must be >= 1, max_retries >= 0 and timeout_s > 0")
+
+    @property
+    def model_id(self) -> str:
+        return f"openai:{self.model}"
+
+    def chat_format(self) -> ChatFormat:
+        kind, _, path = self.tokenizer.partition(":")
+        if kind == "llama-3.1":
+            return Llama31Chat(llama3_tokenizer(path or None))
+        if kind == "gguf":
+            from pipelines.engines.llamacpp import ChatMLChat, LlamaCppConfig, LlamaCppTokenizer, _vocab
+
+            gguf = LlamaCppConfig(model_path=path or None).path  # checks that the file exists
+            return ChatMLChat(LlamaCppTokenizer(_vocab(gguf), self.tokenizer))
+        raise EngineError(f"openai: unknown tokenizer '{self.tokenizer}' (llama-3.1, llama-3.1:<dir>, gguf, gguf:<path>)")
+
+    def build(self) -> OpenAIEngine:
+        return OpenAIEngine(self)
+
+
+class OpenAIEngine:
+    def __init__(self, config: OpenAIConfig):
+        import openai
+
+        self.config = config
+        self.chat = config.chat_format()
+        self.client = openai.OpenAI(
+            base_url=config.base_url,
+            # Servers without authentication ignore the header; the client wants some key.
+            api_key=os.environ.get(API_KEY_ENV) or "none",
+            timeout=config.timeout_s,
+            max_retries=config.max_retries,
+        )
+        self._check_model()
+        self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="openai-engine")
+        self.refused: set[str] = set()  # schemas the server would not take as a constraint
+        self.grammars: dict[str, str] = {}
+        self.count_warned = False
+
+    def _check_model(self) -> None:
+        """Fail at start, not per request, when the server is down or does not serve the model."""
+        import openai
+
+        try:
+            served = [m.id for m in self.client.models.list().data]
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+            raise EngineError(f"openai: {self.config.base_url} refused the key in {API_KEY_ENV} (HTTP {e.status_code})") from None
+        except openai.APIStatusError:
+            return  # a server without /models: requests will tell
+        except openai.APIConnectionError as e:
+            raise EngineError(f"openai: cannot reach {self.config.base_url}: {e}") from None
+        if served and self.config.model not in served:
+            raise EngineError(
+                f"openai: {self.config.base_url} does not serve '{self.config.model}' (served: {', '.join(served)})"
+            )
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        return list(self.pool.map(self._one, requests))
+
+    def _one(self, r: Request) -> Completion:
+        import openai
+
+        n_prompt = len(r.prompt_ids)
+
+        def error(message: str) -> Completion:
+            return Completion(r.request_id, "", "error", n_prompt, 0, error=" ".join(message.split())[:500])
+
+        if not r.prompt_ids or r.max_tokens < 1:
+            return error(f"empty prompt or max_tokens={r.max_tokens}")
+        if n_prompt + r.max_tokens > self.config.max_model_len:
+            return error(f"prompt {n_prompt} + max_tokens {r.max_tokens} tokens exceed max_model_len {self.config.max_model_len}")
+        key = json.dumps(r.json_schema, separators=(",", ":"))
+        try:
+            constraint = {} if key in self.refused else self._constraint(key)
+        except Exception as e:  # noqa: BLE001 -- the grammar converter asserts on schemas it does not know
+            return error(f"cannot build a grammar from the JSON schema: {type(e).__name__}: {e}")
+        try:
+            text, reason, usage = self._call_or_unconstrained(r, key, constraint)
+        except openai.APITimeoutError:
+            return error(f"no answer within {self.config.timeout_s:g} s, {self.config.max_retries} retries")
+        except openai.APIConnectionError as e:  # down, after every retry: let the actor restart
+            raise EngineError(f"openai: cannot reach {self.config.base_url}: {e}") from None
+        except openai.APIStatusError as e:
+            first_line = next((line for line in e.message.splitlines() if line.strip()), "")  # no server tracebacks
+            retryable = e.status_code == 429 or e.status_code >= 500  # the client retried these
+            retried = f" after {self.config.max_retries} retries" if retryable and self.config.max_retries else ""
+            return error(f"{first_line[:300]}{retried}")
+        if reason not in ("stop", "length"):
+            return error(f"the server finished with {reason!r}")
+        prompt_tokens, completion_tokens = usage or (n_prompt, len(self.chat.tokenizer.encode(text)))
+        if prompt_tokens != n_prompt and not self.count_warned:
+            self.count_warned = True
+            log.warning("the server counted %d prompt tokens, the packer %d: is tokenizer=%r the served model's?",
+                        prompt_tokens, n_prompt, self.config.tokenizer)  # fmt: skip
+        return Completion(r.request_id, text, reason, prompt_tokens, completion_tokens)
+
+    def _call_or_unconstrained(self, r: Request, key: str, constraint: dict[str, Any]) -> Reply:
+        import openai
+
+        try:
+            return self._call(r, constraint)
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
+            if not constraint:
+                raise
+            try:  # the server may not take the schema field: once more without it
+                out = self._call(r, {})
+            except openai.APIStatusError:
+                raise e from None  # it was the request, not the field: report the first answer
+            if key not in self.refused:
+                self.refused.add(key)
+                log.warning(
+                    "%s refused %s (%s): this schema goes unconstrained", self.config.base_url, ", ".join(constraint), e.message
+                )
+            return out
+
+    def _call(self, r: Request, constraint: dict[str, Any]) -> Reply:
+        common = {"model": self.config.model, "max_tokens": r.max_tokens, "temperature": 0.0, "extra_body": constraint or None}
+        if self.config.prompt_as == "messages":
+            system, user = split_messages(self.chat, detokenize(self.chat, r.prompt_ids))
+            out = self.client.chat.completions.create(
+                messages=[{"role": "system", "content": system}, {"role": "user", "content": user}], **common
+            )
+            text = out.choices[0].message.content or ""
+        else:
+            prompt = r.prompt_ids if self.config.prompt_as == "ids" else text_prompt(self.chat, r.prompt_ids)
+            out = self.client.completions.create(prompt=prompt, **common)
+            text = out.choices[0].text
+        usage = (out.usage.prompt_tokens, out.usage.completion_tokens) if out.usage else None
+        return text, out.choices[0].finish_reason, usage
+
+    def _constraint(self, key: str) -> dict[str, Any]:
+        """The request fields that constrain the output to the schema (``key``: the schema as JSON)."""
+        mode = self.config.structured
+        if mode == "response_format":
+            return {"response_format": {"type": "json_schema", "json_schema": {"name": "extraction", "schema": json.loads(key)}}}
+        if mode == "json_schema":
+            return {"json_schema": json.loads(key)}
+        if mode == "grammar":
+            if key not in self.grammars:
+                from pipelines.engines.llamacpp import _llama_cpp, compact_gbnf
+
+                _llama_cpp()  # the install hint when the extra is missing
+                from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+                self.grammars[key] = compact_gbnf(json_schema_to_gbnf(key))
+            return {"grammar": self.grammars[key]}
+        return {}
+
+
+def detokenize(chat: ChatFormat, ids: list[int]) -> str:
+    """Prompt ids back to text, special tokens written as their markers."""
+    from pipelines.engines.llamacpp import LlamaCppTokenizer
+
+    tok = chat.tokenizer
+    if isinstance(tok, LlamaCppTokenizer):  # its decode() drops control tokens
+        return tok.llm.detokenize(ids, special=True).decode("utf-8", errors="replace")
+    return tok.decode(ids)  # tiktoken writes special tokens as their markers
+
+
+def text_prompt(chat: ChatFormat, ids: list[int]) -> str:
+    # Servers add the BOS to a text prompt themselves (vLLM's add_special_tokens,
+    # llama.cpp's add_bos_token); sent as text too, it would be there twice.
+    return detokenize(chat, ids).removeprefix(LLAMA3_BOS)
+
+
+def split_messages(chat: ChatFormat, prompt: str) -> tuple[str, str]:
+    """(system, user) of a prompt rendered by ``chat.render``: the template rendered
+    around two probe characters tells where each message starts and ends."""
+    head, rest = chat.render("\x00", "\x01").split("\x00")
+    sep, tail = rest.split("\x01")
+    if not (prompt.startswith(head) and prompt.endswith(tail) and sep in prompt):
+        raise EngineError("openai: the prompt does not have the chat format's template")
+    # The system message is ours and holds no separator; the first one ends it.
+    system, _, user = prompt[len(head) : len(prompt) - len(tail)].partition(sep)
+    return system, user

