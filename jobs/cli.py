@@ -123,8 +123,19 @@ def run(
     schema: Annotated[list[str], typer.Option(help="Built-in name, module:Class, or a JSON Schema file; repeatable.")] = [  # noqa: B006
         "paper"
     ],
-    engine: Annotated[str, typer.Option(help="auto, or llamacpp (embedded CPU engine).")] = "auto",
-    model: Annotated[str | None, typer.Option(help="Model file for the engine (llamacpp: a GGUF).")] = None,
+    engine: Annotated[
+        str, typer.Option(help="auto, llamacpp (embedded CPU engine) or openai (an OpenAI-compatible server).")
+    ] = "auto",
+    model: Annotated[str | None, typer.Option(help="The engine's model: llamacpp, a GGUF file; openai, the served name.")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="openai: the server, e.g. http://host:8000/v1 (implies --engine openai).")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="openai: the served model's tokenizer: llama-3.1 (default), llama-3.1:DIR, gguf:FILE.")
+    ] = None,
+    engine_option: Annotated[
+        list[str] | None, typer.Option(help="Any other engine setting as key=value (YAML value); repeatable.")
+    ] = None,
     max_model_len: Annotated[int | None, typer.Option(min=256, help="Context length; default: the engine's.")] = None,
     max_output_tokens: Annotated[int | None, typer.Option(min=1, help="Default: derived from the schema.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Inference actors (engines) to run.")] = 1,
@@ -135,11 +146,24 @@ def run(
     ] = None,
 ) -> None:
     """Extract one schema-valid JSON result per document."""
+    from pipelines.job import JobError, parse_setting
+
+    try:
+        options = dict(parse_setting(o, "--engine-option") for o in engine_option or [])
+    except JobError as e:
+        raise fail(str(e)) from None
+    options |= {k: v for k, v in (("base_url", base_url), ("tokenizer", tokenizer)) if v is not None}
     data = {
         "sources": sources,
         "output": out_dir,
         "schemas": schema,
-        "engine": {"name": engine, "model": model, "max_model_len": max_model_len, "concurrency": concurrency},
+        "engine": {
+            "name": engine,
+            "model": model,
+            "max_model_len": max_model_len,
+            "concurrency": concurrency,
+            "options": options,
+        },  # fmt: skip
         "packing": {"max_output_tokens": max_output_tokens},
         "s3": {"endpoint_url": s3_endpoint_url},
         "run": {"retry_failed": retry_failed},

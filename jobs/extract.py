@@ -39,7 +39,7 @@ def main(
         "engine.concurrency": concurrency, "run.retry_failed": retry_failed,
     }  # fmt: skip
     try:
-        overrides |= dict(parse_setting(s) for s in set_ or [])
+        overrides |= dict(parse_setting(s, "--set") for s in set_ or [])
         data = read_job_file(config, {k: v for k, v in overrides.items() if v is not None})
     except JobError as e:
         raise fail(str(e)) from None

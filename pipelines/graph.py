@@ -107,7 +107,9 @@ def run_graph(items: list[dict[str, Any]], spec: GraphSpec) -> Iterator[dict[str
         InferActor,
         fn_constructor_kwargs={"spec": spec},
         compute=ray.data.ActorPoolStrategy(size=spec.concurrency),
-        batch_size=1,  # llama.cpp runs one prompt at a time; results stream as they finish
+        # As many windows as the engine runs at once (llama.cpp: one; a server: its concurrency),
+        # so results stream as they finish.
+        batch_size=spec.engine.batch_size,
         batch_format="pyarrow",
         num_cpus=1,
     )

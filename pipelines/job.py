@@ -86,15 +86,15 @@ def read_job_file(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     return data
 
 
-def parse_setting(text: str) -> tuple[str, Any]:
+def parse_setting(text: str, flag: str) -> tuple[str, Any]:
     """``engine.max_model_len=4096`` -> ("engine.max_model_len", 4096); the value is read as YAML."""
     key, eq, value = text.partition("=")
     if not eq or not key.strip():
-        raise JobError(f"--set expects dotted.key=value, got {text!r}")
+        raise JobError(f"{flag} expects key=value, got {text!r}")
     try:
         return key.strip(), yaml.safe_load(value)
     except yaml.YAMLError:
-        raise JobError(f"--set {key}: not a YAML value: {value!r}") from None
+        raise JobError(f"{flag} {key}: not a YAML value: {value!r}") from None
 
 
 def validate_job(data: dict[str, Any], origin: str = "job") -> JobSpec:
@@ -123,14 +123,16 @@ class PreparedJob:
 _ENGINE_FIELDS = {"llamacpp": {"model": "model_path", "max_model_len": "n_ctx"}}
 
 
-def choose_engine(name: str) -> tuple[str, str]:
-    if name == "auto":
-        return "llamacpp", "auto: the embedded CPU engine; no other engine is available yet"
-    return name, "chosen in the job"
+def choose_engine(spec: EngineSpec) -> tuple[str, str]:
+    if spec.name != "auto":
+        return spec.name, "chosen in the job"
+    if spec.options.get("base_url"):
+        return "openai", "auto: a server URL was given"
+    return "llamacpp", "auto: the embedded CPU engine (no server URL given; the vllm engine is not built yet)"
 
 
 def build_engine(spec: EngineSpec) -> tuple[EngineConfig, str]:
-    name, why = choose_engine(spec.name)
+    name, why = choose_engine(spec)
     names = _ENGINE_FIELDS.get(name, {})
     options = {names.get(k, k): v for k, v in (("model", spec.model), ("max_model_len", spec.max_model_len))}
     config = engine_config(name, **options, **spec.options)

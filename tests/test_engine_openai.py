@@ -330,3 +330,45 @@ def test_bad_key_and_unreachable_server_raise(proxy, monkeypatch):
     closed = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(EngineError, match="cannot reach"):
         make_engine(closed, max_retries=0)
+
+
+def test_cli_run_against_a_server_that_fails_first(proxy, tmp_path):
+    """``longctx run`` end to end with the openai engine: the same checks as the embedded
+    engine's end-to-end test, through a server that answers 429 and 500 before succeeding."""
+    import os
+
+    from tests.clirun import SMALL, longctx
+    from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
+
+    src = tmp_path / "in"
+    src.mkdir()
+    make_pdf(src / "multi.pdf", lorem_pages(3, words_per_page=200), title="Multi")
+    (src / "notes.md").write_text("# Weekly notes\n\nThe team shipped the parser and fixed two bugs.\n")
+    make_corrupt_pdf(src / "broken.pdf")
+    out = tmp_path / "out"
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    args = ["run", str(src), "--out", str(out), *SMALL, "--base-url", proxy.url, "--model", "smollm2", "--tokenizer", "gguf",
+            "--engine-option", "prompt_as=text", "--engine-option", "structured=grammar"]  # fmt: skip
+    proxy.faults = [429, 500]
+    proc = longctx(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "openai (auto: a server URL was given), model openai:smollm2" in " ".join(proc.stdout.split())
+    res = {p.name: json.loads(p.read_text()) for p in (out / "brief").glob("*.json")}
+    assert set(res) == {"multi.pdf.json", "notes.md.json", "broken.pdf.json"}
+    assert res["broken.pdf.json"]["status"] == "failed" and res["broken.pdf.json"]["reason"].startswith("corrupt PDF")
+    for name in ("multi.pdf.json", "notes.md.json"):
+        assert res[name]["status"] == "ok", res[name]["reason"]
+        SPEC.validate(json.dumps(res[name]["data"]))
+        assert all(w["completion_tokens"] > 0 and w["prompt_tokens"] <= 1024 for w in res[name]["windows"])
+    windows = sum(len(r["windows"]) for r in res.values())
+    assert len(res["multi.pdf.json"]["windows"]) >= 2
+    assert len(proxy.requests("/v1/completions")) == windows + 2  # every window once, plus the two refused tries
+    [manifest] = [json.loads(p.read_text()) for p in (out / "_runs").glob("*/manifest.json")]
+    assert manifest["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0}
+    written = proc.stdout + proc.stderr + "".join(p.read_text() for p in out.rglob("*.json"))
+    assert KEY not in written
+    # A rerun sends nothing to the server.
+    before = len(proxy.requests("/v1/completions"))
+    proc = longctx(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proxy.requests("/v1/completions")) == before

@@ -54,6 +54,11 @@ class EngineConfig(Protocol):
     @property
     def max_model_len(self) -> int: ...
 
+    @property
+    def batch_size(self) -> int:
+        """Windows one engine works on at once; the graph hands it batches of this size."""
+        ...
+
     def chat_format(self) -> ChatFormat:
         """The tokenizer and template prompts are packed with; no weights loaded."""
         ...

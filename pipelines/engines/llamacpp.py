@@ -168,6 +168,10 @@ class LlamaCppConfig:
     def max_model_len(self) -> int:
         return self.n_ctx
 
+    @property
+    def batch_size(self) -> int:
+        return 1  # one prompt at a time
+
     def chat_format(self) -> ChatMLChat:
         return ChatMLChat(LlamaCppTokenizer(_vocab(self.path), self.model_id))
 

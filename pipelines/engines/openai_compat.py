@@ -101,6 +101,10 @@ class OpenAIConfig:
     def model_id(self) -> str:
         return f"openai:{self.model}"
 
+    @property
+    def batch_size(self) -> int:
+        return self.concurrency
+
     def chat_format(self) -> ChatFormat:
         kind, _, path = self.tokenizer.partition(":")
         if kind == "llama-3.1":
