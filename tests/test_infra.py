@@ -515,3 +515,11 @@ def test_no_credentials_in_any_file():
         for var in env:
             if re.search(r"TOKEN|SECRET|PASSWORD|KEY", var["name"]):
                 assert "value" not in var and "valueFrom" in var, var["name"]
+
+
+def test_readme_commands_name_files_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"\binfra/[\w./-]+\.(?:yaml|json|py)\b|\binfra/Dockerfile\b", readme))
+    assert len(named) >= 8
+    missing = sorted(p for p in named if not (ROOT / p).is_file())
+    assert missing == []
