@@ -2,6 +2,10 @@
 actor pool, one engine per actor, loaded once) → rows streamed to the driver,
 which merges each document and writes its result (``pipelines/run.py``).
 
+An engine config with an ``apply(ds, spec)`` method infers in a Ray Data stage
+of its own instead of the actor pool (``vllm``: Ray Data LLM's processor); it
+returns rows with the columns of ``_OUT_SCHEMA``, as the actor pool does.
+
 Merging on the driver instead of a groupby avoids Ray's hash shuffle, which
 costs 4-18 s on a small machine (DESIGN, measured); the driver holds only the
 small completions of documents still in flight. Rows carry token ids as
@@ -45,6 +49,7 @@ def parse_and_pack(item: dict[str, Any], spec: GraphSpec) -> list[dict[str, Any]
     info = {
         "source": doc.source, "doc_id": doc.doc_id, "rel_path": doc.rel_path, "status": doc.status,
         "reason": doc.reason, "skipped": [asdict(s) for s in doc.skipped], "source_key": item["source_key"],
+        "masked": doc.meta.get("masked", []),
     }  # fmt: skip
     if plan.packed is not None:
         return [_row(doc.doc_id, info, w.index, w.count, w.units, w.prompt_ids, w.max_output_tokens) for w in plan.packed.windows]
@@ -76,16 +81,18 @@ class InferActor:
         rows = batch.to_pylist()
         for r in rows:
             r["prompt_ids"] = array("i", r.pop("prompt")).tolist()
-        out = infer_windows(self.engine, self.spec.schema, self.spec.settings.max_model_len, rows)
-        for r in out:
-            r.pop("prompt_ids", None)  # the driver needs no token ids back
-            r.setdefault("data", None)
-            r.setdefault("error", None)
-            r.setdefault("raw", None)
-            r.setdefault("finish_reason", None)
-            r.setdefault("completion_tokens", 0)
-            r.setdefault("attempts", 0)
-        return pa.Table.from_pylist(out, schema=_OUT_SCHEMA)
+        return out_table(infer_windows(self.engine, self.spec.schema, self.spec.settings.max_model_len, rows))
+
+
+def out_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Inferred window rows as the graph's output: rows of failed documents get the
+    empty inference columns; other columns (token ids, engine extras) are dropped."""
+    for r in rows:
+        for key, empty in (("data", None), ("error", None), ("raw", None), ("finish_reason", None)):
+            r.setdefault(key, empty)
+        r.setdefault("completion_tokens", 0)
+        r.setdefault("attempts", 0)
+    return pa.Table.from_pylist(rows, schema=_OUT_SCHEMA)  # takes the schema's columns only
 
 
 _OUT_SCHEMA = pa.schema([
@@ -103,7 +110,17 @@ def run_graph(items: list[dict[str, Any]], spec: GraphSpec) -> Iterator[dict[str
         return iter(())
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one parse task per source
     ds = ds.flat_map(parse_and_pack, fn_kwargs={"spec": spec}, num_cpus=1)
-    ds = ds.map_batches(
+    apply = getattr(spec.engine, "apply", None)  # an engine with a Ray Data stage of its own
+    ds = apply(ds, spec) if apply is not None else _actor_pool(ds, spec)
+    # iter_rows() holds each row back until the next one is ready (one window
+    # late: a killed run would lose a finished window); whole batches do not.
+    return (
+        row for batch in ds.iter_batches(batch_size=None, prefetch_batches=0, batch_format="pyarrow") for row in batch.to_pylist()
+    )
+
+
+def _actor_pool(ds: ray.data.Dataset, spec: GraphSpec) -> ray.data.Dataset:
+    return ds.map_batches(
         InferActor,
         fn_constructor_kwargs={"spec": spec},
         compute=ray.data.ActorPoolStrategy(size=spec.concurrency),
@@ -112,9 +129,4 @@ def run_graph(items: list[dict[str, Any]], spec: GraphSpec) -> Iterator[dict[str
         batch_size=spec.engine.batch_size,
         batch_format="pyarrow",
         num_cpus=1,
-    )
-    # iter_rows() holds each row back until the next one is ready (one window
-    # late: a killed run would lose a finished window); whole batches do not.
-    return (
-        row for batch in ds.iter_batches(batch_size=None, prefetch_batches=0, batch_format="pyarrow") for row in batch.to_pylist()
     )

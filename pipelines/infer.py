@@ -25,10 +25,9 @@ def infer_windows(engine: Engine, schema: SchemaSpec, max_model_len: int, rows: 
     first = dict(zip(requests, engine.generate(list(requests.values())), strict=True))  # one per request
     retry = {}
     for r in todo:
-        _record(r, first[r["request_id"]], schema, attempt=1)
+        record_completion(r, first[r["request_id"]], schema, attempt=1)
         if r["error"] and first[r["request_id"]].finish_reason != "error":
-            room = max_model_len - len(r["prompt_ids"])
-            bigger = min(room, r["max_tokens"] * RETRY_BUDGET_FACTOR)
+            bigger = larger_budget(max_model_len, len(r["prompt_ids"]), r["max_tokens"])
             if bigger > r["max_tokens"]:  # greedy decoding: the same budget gives the same text
                 retry[r["request_id"]] = Request(r["request_id"], list(r["prompt_ids"]), schema.json_schema, bigger)
             else:
@@ -37,11 +36,17 @@ def infer_windows(engine: Engine, schema: SchemaSpec, max_model_len: int, rows: 
         second = dict(zip(retry, engine.generate(list(retry.values())), strict=True))
         for r in todo:
             if r["request_id"] in second:
-                _record(r, second[r["request_id"]], schema, attempt=2)
+                record_completion(r, second[r["request_id"]], schema, attempt=2)
     return out
 
 
-def _record(row: dict[str, Any], c: Completion, schema: SchemaSpec, attempt: int) -> None:
+def larger_budget(max_model_len: int, prompt_tokens: int, max_tokens: int) -> int:
+    """The output budget of a retry: RETRY_BUDGET_FACTOR times larger, within what the context leaves."""
+    return min(max_model_len - prompt_tokens, max_tokens * RETRY_BUDGET_FACTOR)
+
+
+def record_completion(row: dict[str, Any], c: Completion, schema: SchemaSpec, attempt: int) -> None:
+    """Sets the row's data (validated JSON text) or error, with the raw text of a failure."""
     row["attempts"] = attempt
     row["finish_reason"] = c.finish_reason
     row["completion_tokens"] = c.completion_tokens

@@ -123,12 +123,28 @@ class PreparedJob:
 _ENGINE_FIELDS = {"llamacpp": {"model": "model_path", "max_model_len": "n_ctx"}}
 
 
-def choose_engine(spec: EngineSpec) -> tuple[str, str]:
+def choose_engine(spec: EngineSpec, gpus: tuple[int, str] | None = None) -> tuple[str, str]:
+    """The engine's name and why. ``gpus``: (count, where), by default those
+    visible now. This runs before ray.init (the engine decides how prompts are
+    packed), so it counts the Ray cluster's GPUs only when this process has
+    already joined one, else this machine's: a driver on a head node without
+    GPUs names the engine (vllm) in the job."""
+    from pipelines.engines.vllm import visible_gpus, vllm_installed
+
     if spec.name != "auto":
         return spec.name, "chosen in the job"
     if spec.options.get("base_url"):
         return "openai", "auto: a server URL was given"
-    return "llamacpp", "auto: the embedded CPU engine (no server URL given; the vllm engine is not built yet)"
+    count, where = gpus if gpus is not None else visible_gpus()
+    if count and vllm_installed():
+        return "vllm", f"auto: the vllm extra is installed and {count} GPU(s) are visible {where}"
+    if count:
+        why = f"{count} GPU(s) visible {where}, but the vllm extra is not installed: pip install 'longctx[vllm]'"
+    elif vllm_installed():
+        why = f"no GPU visible {where}; where the GPUs are on other nodes, set the engine to vllm"
+    else:
+        why = f"no server URL, no GPU visible {where}"
+    return "llamacpp", f"auto: the embedded CPU engine ({why})"
 
 
 def build_engine(spec: EngineSpec) -> tuple[EngineConfig, str]:

@@ -74,7 +74,7 @@ def document_result(
 ) -> dict[str, Any]:
     """One result per document: merged data, status, windows and errors.
 
-    ``doc``: source, doc_id, rel_path, status, reason, skipped, source_key.
+    ``doc``: source, doc_id, rel_path, status, reason, skipped, masked, source_key.
     ``windows``: the infer stage's rows for this document, any order.
     """
     windows = sorted(windows, key=lambda w: w["window"])
@@ -119,6 +119,7 @@ def document_result(
             for w in windows
         ],
         "skipped_files": doc.get("skipped", []),
+        "masked_files": doc.get("masked", []),  # where secrets were masked: path, kinds, count; never values
         "errors": errors,
         "fingerprint": ident.fingerprint(doc["source_key"]),
     }

@@ -37,6 +37,7 @@ class S3Server:
     def __init__(self) -> None:
         self._app = DomainDispatcherApplication(create_backend_app)
         self._faults: list[_Fault] = []
+        self._holds: list[tuple[tuple[str, str], threading.Event]] = []
         self._lock = threading.Lock()
         self.faults_served = 0
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
@@ -63,10 +64,19 @@ class S3Server:
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            for _, gate in self._holds:
+                gate.set()
+            self._holds.clear()
+
+    def hold(self, method: str, path_contains: str) -> threading.Event:
+        """Keep matching requests waiting (a stalled read) until the returned event is set."""
+        gate = threading.Event()
+        with self._lock:
+            self._holds.append(((method, path_contains), gate))
+        return gate
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
-            self.requests.append((method, path))
             for f in self._faults:
                 if f.remaining > 0 and f.method in (None, method) and (f.path_contains is None or f.path_contains in path):
                     f.remaining -= 1
@@ -75,7 +85,13 @@ class S3Server:
         return None
 
     def _wsgi(self, environ, start_response):
-        fault = self._take_fault(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        with self._lock:
+            self.requests.append((method, path))
+            gates = [g for (m, p), g in self._holds if m == method and p in path]
+        for gate in gates:
+            gate.wait(timeout=600)
+        fault = self._take_fault(method, path)
         if fault is None:
             return self._app(environ, start_response)
         environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))  # drain the request body

@@ -14,8 +14,9 @@ from pipelines.engines.base import (
 )
 from pipelines.engines.llamacpp import LlamaCppConfig
 from pipelines.engines.openai_compat import OpenAIConfig
+from pipelines.engines.vllm import VLLMConfig
 
-ENGINES: dict[str, type] = {"llamacpp": LlamaCppConfig, "openai": OpenAIConfig}
+ENGINES: dict[str, type] = {"llamacpp": LlamaCppConfig, "openai": OpenAIConfig, "vllm": VLLMConfig}
 
 
 def engine_config(name: str, **options: Any) -> EngineConfig:

@@ -1,0 +1,147 @@
+"""Faults in the middle of a run, end to end: a parsing worker killed, an
+inference actor killed, S3 answering throttling and 500s, the whole run
+killed. After each: exactly one result per input document, nothing partial
+or temporary left, the manifest's counts add up, and a rerun does nothing
+twice. Real parts: the loopback S3 server, local Ray, the embedded model,
+real SIGKILLs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from pipelines.s3 import s3_client
+from tests.clirun import LONGCTX, SMALL, longctx, s3_json, s3_keys
+
+BUCKET = "faults"
+NOTES = 4
+
+
+@pytest.fixture
+def client(s3):
+    c = s3_client(s3.url)
+    if BUCKET not in [b["Name"] for b in c.list_buckets()["Buckets"]]:
+        c.create_bucket(Bucket=BUCKET)
+    return c
+
+
+@pytest.fixture
+def uri(client) -> str:
+    """``s3://faults/<fresh>/``, holding ``in/`` with a few short notes."""
+    prefix = f"{uuid.uuid4().hex[:8]}/"
+    for i in range(NOTES):
+        body = f"# Note {i}\n\nItem {i}: the parser was fixed and the packer shipped on day {i}.\n"
+        client.put_object(Bucket=BUCKET, Key=f"{prefix}in/note{i}.md", Body=body.encode())
+    return f"s3://{BUCKET}/{prefix}"
+
+
+def start_run(uri: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([LONGCTX, "run", uri + "in/", "--out", uri + "out/", *SMALL], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def wait_until(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def ray_workers(title: str) -> list[int]:
+    """PIDs of Ray worker processes whose title names ``title`` (Ray sets it to the running task)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    return [int(line.split(None, 1)[0]) for line in ps.splitlines() if "ray::" in line and title in line]
+
+
+def results(client, uri: str) -> dict[str, dict]:
+    prefix = uri.removeprefix(f"s3://{BUCKET}/") + "out/brief/"
+    return {k.removeprefix(prefix): s3_json(client, BUCKET, k) for k in s3_keys(client, BUCKET, prefix)}
+
+
+def manifests(client, uri: str) -> list[dict]:
+    prefix = uri.removeprefix(f"s3://{BUCKET}/") + "out/_runs/"
+    return [s3_json(client, BUCKET, k) for k in s3_keys(client, BUCKET, prefix) if k.endswith("manifest.json")]
+
+
+def assert_whole(client, uri: str, s3_env: dict[str, str]) -> None:
+    """One ok result per note, no unfinished uploads, counts that add up, and a rerun that redoes nothing."""
+    res = results(client, uri)
+    assert set(res) == {f"note{i}.md.json" for i in range(NOTES)}
+    assert all(r["status"] == "ok" for r in res.values()), {k: r["reason"] for k, r in res.items()}
+    prefix = uri.removeprefix(f"s3://{BUCKET}/")
+    assert client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", []) == []
+    runs = manifests(client, uri)
+    assert runs, "no run finished"
+    assert sum(runs[-1]["counts"].values()) == NOTES == len(runs[-1]["sources"])
+    done = sum(m["counts"]["ok"] for m in runs)
+    assert done <= NOTES  # across finished runs, no document was done twice
+    etags = {k: client.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in s3_keys(client, BUCKET, prefix + "out/brief/")}
+    proc = longctx("run", uri + "in/", "--out", uri + "out/", *SMALL, env=s3_env)
+    assert proc.returncode == 0, proc.stderr
+    assert manifests(client, uri)[-1]["counts"] == {"ok": 0, "partial": 0, "failed": 0, "skipped": NOTES}
+    assert {k: client.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in etags} == etags
+
+
+def finish(proc: subprocess.Popen) -> None:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("attempt", range(2))
+def test_a_killed_parsing_worker_is_retried(attempt, uri, client, s3, s3_env):
+    gate = s3.hold("GET", "in/note2.md")  # that document's parse task stalls reading it
+    proc = start_run(uri, s3_env)
+    try:
+        wait_until(lambda: ray_workers("parse_and_pack"), "a parse task")
+        wait_until(lambda: any(m == "GET" and p.endswith("in/note2.md") for m, p in s3.requests), "the stalled read")
+        reads = sum(1 for m, p in s3.requests if m == "GET" and p.endswith("in/note2.md"))
+        for pid in ray_workers("parse_and_pack"):
+            os.kill(pid, signal.SIGKILL)
+        # Ray runs the task again on another worker: its read arrives anew.
+        wait_until(lambda: sum(1 for m, p in s3.requests if m == "GET" and p.endswith("in/note2.md")) > reads, "the retry")
+    finally:
+        gate.set()
+    finish(proc)
+    assert_whole(client, uri, s3_env)
+
+
+@pytest.mark.parametrize("attempt", range(2))
+def test_a_killed_inference_actor_is_restarted(attempt, uri, client, s3_env):
+    proc = start_run(uri, s3_env)
+    wait_until(lambda: results(client, uri), "a first result")
+    actors = ray_workers("InferActor")
+    assert actors, "no inference actor found"
+    for pid in actors:
+        os.kill(pid, signal.SIGKILL)
+    finish(proc)
+    assert_whole(client, uri, s3_env)
+
+
+def test_throttling_and_server_errors_during_a_run(uri, client, s3, s3_env):
+    s3.fail_next(3, 503, "SlowDown", method="GET", path_contains="/in/")  # reads of sources
+    s3.fail_next(3, 500, "InternalError", method="PUT", path_contains="/out/")  # writes of results
+    s3.fail_next(2, 503, "SlowDown", method="GET", path_contains="/out/")  # reads of stored results
+    proc = start_run(uri, s3_env)
+    finish(proc)
+    assert s3.faults_served >= 8
+    assert_whole(client, uri, s3_env)
+
+
+def test_a_killed_run_resumes_on_s3(uri, client, s3_env):
+    proc = start_run(uri, s3_env)
+    wait_until(lambda: results(client, uri), "a first result")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started
+    proc.wait()
+    first = set(results(client, uri))
+    assert 1 <= len(first) < NOTES and manifests(client, uri) == []
+    proc = longctx("run", uri + "in/", "--out", uri + "out/", *SMALL, env=s3_env)
+    assert proc.returncode == 0, proc.stderr
+    [m] = manifests(client, uri)
+    assert m["counts"]["skipped"] == len(first) and m["counts"]["ok"] == NOTES - len(first)
+    assert_whole(client, uri, s3_env)
