@@ -116,3 +116,13 @@ def upload_tree(client, bucket: str, prefix: str, root) -> list[str]:
             client.put_object(Bucket=bucket, Key=key, Body=p.read_bytes())
             keys.append(key)
     return keys
+
+
+def client_with_bucket(url: str, bucket: str):
+    """A boto3 client for the server at ``url``, with ``bucket`` created if it is not there yet."""
+    from pipelines.s3 import s3_client
+
+    client = s3_client(url)
+    if bucket not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket=bucket)
+    return client

@@ -14,6 +14,7 @@ from tokenizers import Tokenizer
 
 from bench import gpu_prefill as B
 from pipelines.engines import vllm as V
+from tests.gpu import needs_gpu
 
 ROOT = Path(__file__).parent.parent
 
@@ -131,16 +132,7 @@ def test_the_run_and_its_report_without_a_gpu(monkeypatch, capsys):
     assert "ratio" in capsys.readouterr().out
 
 
-def _no_gpu() -> str | None:
-    if not V.vllm_installed():
-        return "needs vLLM (pip install 'longctx[vllm]'; Linux with CUDA only)"
-    if V.visible_gpus()[0] == 0:
-        return "needs a CUDA GPU; none is visible"
-    return None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_no_gpu() is not None, reason=_no_gpu() or "")
+@needs_gpu
 def test_the_benchmark_on_a_gpu():
     cmd = [sys.executable, "-m", "bench.gpu_prefill", "--sizes", "8k", "--outputs", "1,512", "--prompts", "2", "--json"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)

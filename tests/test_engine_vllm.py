@@ -30,6 +30,7 @@ from pipelines.ingest import IngestLimits
 from pipelines.job import EngineSpec, choose_engine
 from pipelines.packer import PackSettings
 from schemas import builtin_schema
+from tests.gpu import needs_gpu
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
 
 SCHEMA = builtin_schema("repo")
@@ -359,16 +360,7 @@ def test_without_gpus_or_the_extra_the_processor_says_what_is_missing(local_ray)
             V.VLLMConfig(replicas=1).processor(small_spec())
 
 
-def _no_gpu() -> str | None:
-    if not V.vllm_installed():
-        return "needs vLLM (pip install 'longctx[vllm]'; Linux with CUDA only)"
-    if V.visible_gpus()[0] == 0:
-        return "needs a CUDA GPU; none is visible"
-    return None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_no_gpu() is not None, reason=_no_gpu() or "")
+@needs_gpu
 def test_the_graph_on_a_gpu_with_dummy_weights(local_ray, tmp_path):
     """The real processor and vLLM: Llama 3.1 8B's shape with random weights, so the text
     is noise, but constrained to the schema, and every window comes back."""

@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 
-from pipelines.s3 import s3_client
 from tests.clirun import LONGCTX, SMALL, longctx, s3_json, s3_keys
+from tests.s3server import client_with_bucket
 
 BUCKET = "faults"
 NOTES = 4
@@ -24,10 +24,7 @@ NOTES = 4
 
 @pytest.fixture
 def client(s3):
-    c = s3_client(s3.url)
-    if BUCKET not in [b["Name"] for b in c.list_buckets()["Buckets"]]:
-        c.create_bucket(Bucket=BUCKET)
-    return c
+    return client_with_bucket(s3.url, BUCKET)
 
 
 @pytest.fixture

@@ -21,11 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.s3 import s3_client
 from tests.clirun import BIN, BRIEF, LONGCTX, SMALL, extract, longctx, s3_json, s3_keys
 from tests.pdfgen import make_corrupt_pdf
 from tests.repogen import make_repo
-from tests.s3server import upload_tree
+from tests.s3server import client_with_bucket, upload_tree
 
 ROOT = Path(__file__).parent.parent
 BUCKET = "jobs"
@@ -34,10 +33,7 @@ COMPARED = ("status", "reason", "data", "windows", "skipped_files", "schema_hash
 
 @pytest.fixture
 def client(s3):
-    c = s3_client(s3.url)
-    if BUCKET not in [b["Name"] for b in c.list_buckets()["Buckets"]]:
-        c.create_bucket(Bucket=BUCKET)
-    return c
+    return client_with_bucket(s3.url, BUCKET)
 
 
 def write_corpus(root: Path) -> Path:

@@ -11,21 +11,17 @@ import pytest
 
 from pipelines.ingest import IngestLimits, load_document
 from pipelines.results import source_key
-from pipelines.s3 import s3_client
 from pipelines.sources import SourceError, list_sources
 from tests.pdfgen import lorem_pages, make_pdf
 from tests.repogen import make_repo, make_tar_gz
-from tests.s3server import upload_tree
+from tests.s3server import client_with_bucket, upload_tree
 
 BUCKET = "sources"
 
 
 @pytest.fixture
 def client(s3):
-    c = s3_client(s3.url)
-    if BUCKET not in [b["Name"] for b in c.list_buckets()["Buckets"]]:
-        c.create_bucket(Bucket=BUCKET)
-    return c
+    return client_with_bucket(s3.url, BUCKET)
 
 
 def make_corpus(root: Path) -> Path:

@@ -10,15 +10,14 @@ import uuid
 import pytest
 
 from pipelines.s3 import MIN_PART_SIZE, S3Storage, parse_s3_uri, s3_client
+from tests.s3server import client_with_bucket
 
 BUCKET = "longctx-test"
 
 
 @pytest.fixture
 def endpoint(s3):
-    client = s3_client(s3.url)
-    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-        client.create_bucket(Bucket=BUCKET)
+    client_with_bucket(s3.url, BUCKET)
     return s3.url
 
 

@@ -35,6 +35,20 @@ class Completion:
     error: str | None = None  # set when finish_reason == "error"
 
 
+def error_completion(r: Request, message: str) -> Completion:
+    """A request that failed, with a one-line reason."""
+    return Completion(r.request_id, "", "error", len(r.prompt_ids), 0, error=" ".join(message.split())[:500])
+
+
+def request_problem(r: Request, context: int, context_name: str) -> str | None:
+    """Why a request cannot run in a context of ``context`` tokens, or None."""
+    if not r.prompt_ids or r.max_tokens < 1:
+        return f"empty prompt or max_tokens={r.max_tokens}"
+    if len(r.prompt_ids) + r.max_tokens > context:
+        return f"prompt {len(r.prompt_ids)} + max_tokens {r.max_tokens} tokens exceed {context_name} {context}"
+    return None
+
+
 class Engine(Protocol):
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         """One completion per request, in order. Greedy, constrained by each

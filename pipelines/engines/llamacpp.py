@@ -17,11 +17,12 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pipelines.chat import Part
-from pipelines.engines.base import Completion, EngineError, Request
+from pipelines.engines.base import Completion, EngineError, Request, error_completion, request_problem
 
 INSTALL_HINT = "the llamacpp engine needs the optional extra: pip install 'longctx[llamacpp]'"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -212,15 +213,9 @@ class LlamaCppEngine:
         return [self._one(r) for r in requests]
 
     def _one(self, r: Request) -> Completion:
-        n_prompt = len(r.prompt_ids)
-
-        def error(message: str) -> Completion:
-            return Completion(r.request_id, "", "error", n_prompt, 0, error=" ".join(message.split())[:500])
-
-        if not r.prompt_ids or r.max_tokens < 1:
-            return error(f"empty prompt or max_tokens={r.max_tokens}")
-        if n_prompt + r.max_tokens > self.n_ctx:
-            return error(f"prompt {n_prompt} + max_tokens {r.max_tokens} tokens exceed n_ctx {self.n_ctx}")
+        error = partial(error_completion, r)
+        if problem := request_problem(r, self.n_ctx, "n_ctx"):
+            return error(problem)
         try:
             grammar = self.grammar(r.json_schema)
         except Exception as e:  # noqa: BLE001 -- the converter asserts on schemas it does not know

@@ -53,10 +53,11 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 from pipelines.chat import ChatFormat, Llama31Chat
-from pipelines.engines.base import Completion, EngineError, Request
+from pipelines.engines.base import Completion, EngineError, Request, error_completion, request_problem
 from pipelines.tokenizer import llama3_tokenizer
 
 log = logging.getLogger(__name__)
@@ -163,14 +164,9 @@ class OpenAIEngine:
         import openai
 
         n_prompt = len(r.prompt_ids)
-
-        def error(message: str) -> Completion:
-            return Completion(r.request_id, "", "error", n_prompt, 0, error=" ".join(message.split())[:500])
-
-        if not r.prompt_ids or r.max_tokens < 1:
-            return error(f"empty prompt or max_tokens={r.max_tokens}")
-        if n_prompt + r.max_tokens > self.config.max_model_len:
-            return error(f"prompt {n_prompt} + max_tokens {r.max_tokens} tokens exceed max_model_len {self.config.max_model_len}")
+        error = partial(error_completion, r)
+        if problem := request_problem(r, self.config.max_model_len, "max_model_len"):
+            return error(problem)
         key = json.dumps(r.json_schema, separators=(",", ":"))
         try:
             constraint = {} if key in self.refused else self._constraint(key)
