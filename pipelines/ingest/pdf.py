@@ -1,4 +1,7 @@
-"""PDF -> Document: one Unit per page, or a failed Document with a specific reason. Never raises."""
+"""PDF -> Document: one Unit per page, or a failed Document with a specific reason.
+
+Never raises for bad input, except MemoryError: the sandbox (sandbox.py) turns that into the
+reason naming parse_memory_bytes."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pypdf import PdfReader
 
 from pipelines.ingest.fetch import SourceUnreadable, open_source
 from pipelines.ingest.limits import IngestLimits
-from pipelines.records import Document, SourceRef, Unit
+from pipelines.records import Document, Skipped, SourceRef, Unit
 
 # pypdf logs a warning per odd font/object through `logging`; on a batch of real PDFs that
 # floods stderr. Real failures reach us as exceptions, which become the document's reason.
@@ -33,6 +36,8 @@ def load_pdf(ref: SourceRef, limits: IngestLimits = IngestLimits()) -> Document:
         if reader.is_encrypted and (reason := _decrypt_empty(reader)):
             return Document.failed(ref, "pdf", reason)
         n_pages = len(reader.pages)
+    except MemoryError:
+        raise
     except Exception as e:  # noqa: BLE001 - pypdf raises outside its own error tree
         # PdfReader() already sets up decryption; an unsupported handler (certificate-based,
         # custom /Filter) fails there, and calling that file "corrupt" would mislead.
@@ -44,16 +49,27 @@ def load_pdf(ref: SourceRef, limits: IngestLimits = IngestLimits()) -> Document:
         return Document.failed(ref, "pdf", reason, page_count=n_pages)
 
     units: list[Unit] = []
+    cut: list[Skipped] = []  # pages cut at max_page_chars: listed with the skipped files
+    total = 0
     for i in range(n_pages):
         try:
-            text = reader.pages[i].extract_text()
+            text = _normalize_page_text(reader.pages[i].extract_text())
+        except MemoryError:
+            raise
         except Exception as e:  # noqa: BLE001 - as above, per page
             return Document.failed(ref, "pdf", f"page {i + 1}: text extraction failed: {_describe(e)}", page_count=n_pages)
-        units.append(Unit(ref=i + 1, text=_normalize_page_text(text)))
+        if len(text) > limits.max_page_chars:
+            cut.append(Skipped(f"page {i + 1}", f"text cut: {len(text)} chars > max_page_chars={limits.max_page_chars}"))
+            text = text[: limits.max_page_chars]
+        total += len(text)
+        if total > limits.max_document_chars:  # stop here: the rest would only cost time
+            reason = f"too much text: more than max_document_chars={limits.max_document_chars} by page {i + 1}"
+            return Document.failed(ref, "pdf", reason, page_count=n_pages)
+        units.append(Unit(ref=i + 1, text=text))
 
     if not any(u.text for u in units):
         return Document.failed(ref, "pdf", _NO_TEXT, page_count=n_pages)
-    return Document.from_ref(ref, "pdf", title=_title(reader), units=units, meta={"page_count": n_pages})
+    return Document.from_ref(ref, "pdf", title=_title(reader), units=units, skipped=cut, meta={"page_count": n_pages})
 
 
 def _decrypt_empty(reader: PdfReader) -> str | None:
@@ -64,6 +80,8 @@ def _decrypt_empty(reader: PdfReader) -> str | None:
     try:
         if reader.decrypt(""):  # PasswordType.NOT_DECRYPTED == 0
             return None
+    except MemoryError:
+        raise
     except Exception as e:  # noqa: BLE001 - e.g. a broken /Encrypt entry that PdfReader() tolerated
         return f"encrypted: cannot decrypt: {_describe(e)}"
     return "encrypted: a password is required"
@@ -73,6 +91,8 @@ def _title(reader: PdfReader) -> str | None:
     # Metadata is optional decoration: a broken /Info must not fail an otherwise readable PDF.
     try:
         title = reader.metadata.title if reader.metadata else None
+    except MemoryError:
+        raise
     except Exception:  # noqa: BLE001 - a broken /Info only costs the title
         return None
     title = str(title).replace("\x00", "").strip() if title else ""

@@ -51,6 +51,8 @@ def load_repo(ref: SourceRef, limits: IngestLimits = IngestLimits()) -> Document
         return Document.failed(ref, "repo", f"not a repository source: kind={ref.kind!r}")
     except RepoFailure as e:
         return Document.failed(ref, "repo", _one_line(str(e)))
+    except MemoryError:  # the sandbox names parse_memory_bytes for it
+        raise
     except Exception as e:  # noqa: BLE001 - one bad input must not take the batch down
         return Document.failed(ref, "repo", _one_line(f"unreadable: {type(e).__name__}: {e}"))
 
@@ -240,6 +242,7 @@ def _assemble(
             kept.append(c)
     check_total_bytes(sum(c.size for c in kept), limits)
     units: list[Unit] = []
+    total = 0
     for c in kept:
         try:
             data = read(c, limits)
@@ -254,6 +257,9 @@ def _assemble(
         if reason or text is None:
             skipped.append(Skipped(c.path, reason or "unreadable"))
         else:
+            total += len(text)
+            if total > limits.max_document_chars:
+                raise RepoFailure(f"too much text: more than max_document_chars={limits.max_document_chars} by {c.path}")
             units.append(Unit(ref=c.path, text=text))
     units.sort(key=lambda u: readme_first_key(str(u.ref)))
     for s in skipped:  # undecodable names arrive surrogate-escaped; rows must be valid UTF-8

@@ -21,5 +21,8 @@ def load_text(ref: SourceRef, limits: IngestLimits = IngestLimits()) -> Document
         return Document.failed(ref, "text", f"not UTF-8 text (invalid byte at offset {e.start})")
     if not text.strip():
         return Document.failed(ref, "text", "empty document")
+    if len(text) > limits.max_document_chars:
+        reason = f"too much text: {len(text)} chars > max_document_chars={limits.max_document_chars}"
+        return Document.failed(ref, "text", reason)
     title = ref.rel_path.rpartition("/")[2]
     return Document.from_ref(ref, "text", title=title, units=[Unit(ref=1, text=text)], meta={"bytes": len(raw)})
