@@ -54,7 +54,9 @@ def list_sources(sources: list[str], s3_endpoint_url: str | None = None) -> tupl
             continue
         path = Path(source).expanduser()
         if not path.exists():
-            raise SourceError(f"no such file or directory: {source}")
+            raise SourceError(f"no such file or directory: {_printable(path)}")
+        if not _utf8(str(path.resolve())):
+            raise SourceError(f"path is not UTF-8: {_printable(path.resolve())} (rename it to read it)")
         path = path.resolve()
         if path.is_dir() and not (path / ".git").exists():
             found, skipped = _walk(path)
@@ -69,6 +71,22 @@ def list_sources(sources: list[str], s3_endpoint_url: str | None = None) -> tupl
     return refs, ignored
 
 
+NOT_UTF8 = "file name is not UTF-8 (rename it to read it)"
+
+
+def _utf8(name: str) -> bool:
+    """False for a name with bytes that are not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(path: Path) -> str:
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _ref(path: Path, root: Path) -> SourceRef | None:
     kind: SourceKind | None = "repo" if path.is_dir() else classify(path.name)
     if kind is None:
@@ -81,14 +99,17 @@ def _walk(root: Path) -> tuple[list[SourceRef], list[Skipped]]:
     ignored: list[Skipped] = []
 
     def on_error(err: OSError) -> None:
-        ignored.append(Skipped(str(err.filename), f"cannot list: {err.strerror}"))
+        ignored.append(Skipped(_printable(Path(str(err.filename))), f"cannot list: {err.strerror}"))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
         here = Path(dirpath)
         dirnames.sort()
         for d in list(dirnames):
             sub = here / d
-            if d.startswith("."):
+            if not _utf8(d):  # every path below it would be unwritable in JSON results and manifests
+                dirnames.remove(d)
+                ignored.append(Skipped(_printable(sub), NOT_UTF8))
+            elif d.startswith("."):
                 dirnames.remove(d)
                 ignored.append(Skipped(str(sub), "hidden directory"))
             elif (sub / ".git").exists():  # a checkout is one document: do not descend
@@ -99,6 +120,9 @@ def _walk(root: Path) -> tuple[list[SourceRef], list[Skipped]]:
                 ignored.append(Skipped(str(sub), "symlinked directory (not followed)"))
         for name in sorted(filenames):
             file = here / name
+            if not _utf8(name):
+                ignored.append(Skipped(_printable(file), NOT_UTF8))
+                continue
             ref = None if name.startswith(".") else _ref(file, root)
             if ref:
                 refs.append(ref)

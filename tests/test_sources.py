@@ -1,5 +1,6 @@
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,21 @@ def test_single_file_and_duplicates(tmp_path):
 def test_missing_source_is_an_error(tmp_path):
     with pytest.raises(SourceError, match="no such file"):
         list_sources([str(tmp_path / "missing")])
+
+
+def test_names_that_are_not_utf8_are_ignored_with_a_printable_path(tmp_path):
+    import json
+
+    (tmp_path / "good.md").write_text("# ok")
+    bad_file = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.md")
+    Path(bad_file).write_text("# latin-1 name")
+    bad_dir = os.fsdecode(bytes(tmp_path) + b"/d\xefr")
+    os.mkdir(bad_dir)
+    Path(bad_dir, "inside.md").write_text("# below a latin-1 folder")
+    refs, ignored = list_sources([str(tmp_path)])
+    assert [r.rel_path for r in refs] == ["good.md"]
+    assert sorted(os.path.basename(s.path) for s in ignored) == ["caf\ufffd.md", "d\ufffdr"]
+    assert {s.reason for s in ignored} == {"file name is not UTF-8 (rename it to read it)"}
+    json.dumps([s.path for s in ignored]).encode("utf-8")  # what the manifest writes: no surrogates left
+    with pytest.raises(SourceError, match="path is not UTF-8"):
+        list_sources([bad_file])
