@@ -38,9 +38,10 @@ def main(
         "sources": source, "output": output, "schemas": schema, "engine.name": engine,
         "engine.concurrency": concurrency, "run.retry_failed": retry_failed,
     }  # fmt: skip
+    overrides = {k: v for k, v in overrides.items() if v is not None}  # flags left out change nothing
     try:
-        overrides |= dict(parse_setting(s, "--set") for s in set_ or [])
-        data = read_job_file(config, {k: v for k, v in overrides.items() if v is not None})
+        overrides |= dict(parse_setting(s, "--set") for s in set_ or [])  # --set key=null does set null
+        data = read_job_file(config, overrides)
     except JobError as e:
         raise fail(str(e)) from None
     run_job(data, str(config), address)

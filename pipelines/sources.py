@@ -54,7 +54,7 @@ def list_sources(sources: list[str], s3_endpoint_url: str | None = None) -> tupl
             continue
         path = Path(source).expanduser()
         if not path.exists():
-            raise SourceError(f"no such file or directory: {_printable(path)}")
+            raise SourceError(f"no such file or directory: {_printable(source)}")
         if not _utf8(str(path.resolve())):
             raise SourceError(f"path is not UTF-8: {_printable(path.resolve())} (rename it to read it)")
         path = path.resolve()
@@ -83,7 +83,7 @@ def _utf8(name: str) -> bool:
     return True
 
 
-def _printable(path: Path) -> str:
+def _printable(path: Path | str) -> str:
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 

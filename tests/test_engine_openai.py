@@ -372,3 +372,18 @@ def test_cli_run_against_a_server_that_fails_first(proxy, tmp_path):
     proc = longctx(*args, env=env)
     assert proc.returncode == 0, proc.stderr
     assert len(proxy.requests("/v1/completions")) == before
+    # A changed document, and only it, is redone.
+    (src / "notes.md").write_text("# Weekly notes\n\nThe team shipped the packer.\n")
+    proc = longctx(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proxy.requests("/v1/completions")) == before + 1
+    # A truncated answer is retried once with a larger budget, then recorded with its raw text.
+    args[1:4] = [str(src / "notes.md"), "--out", str(tmp_path / "short")]
+    proc = longctx(*args, "--max-output-tokens", "4", env=env)
+    assert proc.returncode == 0, proc.stderr
+    notes = json.loads((tmp_path / "short" / "brief" / "notes.md.json").read_text())
+    assert notes["status"] == "failed" and "max_tokens" in notes["reason"]
+    [w] = notes["windows"]
+    assert w["finish_reason"] == "length" and w["attempts"] == 2
+    assert [e["raw"] for e in notes["errors"] if e["stage"] == "extract"][0].startswith("{")
+    assert len(proxy.requests("/v1/completions")) == before + 3

@@ -281,7 +281,10 @@ def child_main() -> None:
             kind, value = "memory", None
             answer = pickle.dumps((kind, value))
         del value
-        _send(out, answer)
+        try:
+            _send(out, answer)
+        except BrokenPipeError:  # the parent is gone (killed, or gave up on us): leave quietly
+            os._exit(0)
         signal.alarm(0)
         if kind == "memory":
             return
