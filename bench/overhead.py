@@ -2,10 +2,10 @@
 over the SAME packed prompts, in one process.
 
 Generates (not timed) ``--docs`` lorem PDFs of ``--pages`` pages in a temp dir; schema
-tests/data/brief.schema.json (small output, so prefill dominates); engine LlamaCppConfig(n_ctx=
+tests/data/brief.schema.json (small output, so prefill dominates); engine LlamaCppConfig(max_model_len=
 ``--max-model-len``, n_threads=``--threads``), the default SmolLM2 GGUF. Then, timed with perf_counter:
 
-* ray_init:  ``ray.init(address="local", include_dashboard=False)``, as jobs/cli.py start_ray does
+* ray_init:  ``ray.init(address="local", include_dashboard=False)``, as jobs/runner.py start_ray does
 * pipeline:  list_sources + ``run_extraction(refs, GraphSpec(...), LocalStorage)``, listing to manifest
   written (parse tasks, actor start, model load, inference, merge, result writes)
 * load:      ``LlamaCppConfig(...).build()`` in this process (after ray.shutdown())
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="LlamaCppConfig.n_threads (default: every CPU)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
-    config = LlamaCppConfig(n_ctx=args.max_model_len, n_threads=args.threads)
+    config = LlamaCppConfig(max_model_len=args.max_model_len, n_threads=args.threads)
     spec = GraphSpec(schema=resolve_schema(str(SCHEMA)), engine=config, limits=IngestLimits(),
                      settings=PackSettings(max_model_len=args.max_model_len))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="longctx-overhead-") as tmp:

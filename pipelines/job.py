@@ -119,10 +119,6 @@ class PreparedJob:
     ignored: list[Skipped]
 
 
-# Engine-neutral spec fields, in each engine's own option names.
-_ENGINE_FIELDS = {"llamacpp": {"model": "model_path", "max_model_len": "n_ctx"}}
-
-
 def choose_engine(spec: EngineSpec, gpus: tuple[int, str] | None = None) -> tuple[str, str]:
     """The engine's name and why. ``gpus``: (count, where), by default those
     visible now. This runs before ray.init (the engine decides how prompts are
@@ -149,9 +145,7 @@ def choose_engine(spec: EngineSpec, gpus: tuple[int, str] | None = None) -> tupl
 
 def build_engine(spec: EngineSpec) -> tuple[EngineConfig, str]:
     name, why = choose_engine(spec)
-    names = _ENGINE_FIELDS.get(name, {})
-    options = {names.get(k, k): v for k, v in (("model", spec.model), ("max_model_len", spec.max_model_len))}
-    config = engine_config(name, **options, **spec.options)
+    config = engine_config(name, model=spec.model, max_model_len=spec.max_model_len, **spec.options)
     config.chat_format()  # fails now, with the install hint, if the engine's extra is missing
     return config, why
 

@@ -25,7 +25,7 @@ MAX_OUT = 768
 
 @pytest.fixture(scope="module")
 def config() -> LlamaCppConfig:
-    return LlamaCppConfig(n_ctx=2048)
+    return LlamaCppConfig(max_model_len=2048)
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +70,14 @@ def test_config_is_small_and_named(config):
     assert config.name == "llamacpp"
     assert config.model_id == "llamacpp:SmolLM2-135M-Instruct.Q4_1"
     assert config.max_model_len == 2048
-    assert engine_config("llamacpp", n_ctx=2048, model_path=None) == config
+    assert engine_config("llamacpp", max_model_len=2048, model=None) == config
 
 
 def test_config_errors(monkeypatch):
     with pytest.raises(EngineError, match="unknown engine 'nope' \\(available: llamacpp, openai, vllm\\)"):
         engine_config("nope")
     with pytest.raises(EngineError, match="/no/such.gguf"):
-        LlamaCppConfig(model_path="/no/such.gguf").chat_format()
+        LlamaCppConfig(model="/no/such.gguf").chat_format()
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if the extra were not installed
     with pytest.raises(EngineError, match=r"pip install 'longctx\[llamacpp\]'"):
         LlamaCppConfig().build()

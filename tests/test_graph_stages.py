@@ -13,7 +13,8 @@ from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
 
 
 def spec() -> GraphSpec:
-    return GraphSpec(builtin_schema("paper"), engine_config("llamacpp", n_ctx=2048), PackSettings(2048, 256), IngestLimits())
+    engine = engine_config("llamacpp", max_model_len=2048)
+    return GraphSpec(builtin_schema("paper"), engine, PackSettings(2048, 256), IngestLimits())
 
 
 def item(path, kind="pdf") -> dict:
@@ -45,6 +46,7 @@ def test_parse_and_pack_turns_a_bad_document_into_one_failed_row(tmp_path):
 
 def test_too_small_a_context_is_a_failed_document_not_a_crash(tmp_path):
     make_pdf(tmp_path / "a.pdf", ["text"])
-    tiny = GraphSpec(builtin_schema("paper"), engine_config("llamacpp", n_ctx=600), PackSettings(600, 256), IngestLimits())
+    engine = engine_config("llamacpp", max_model_len=600)
+    tiny = GraphSpec(builtin_schema("paper"), engine, PackSettings(600, 256), IngestLimits())
     [row] = parse_and_pack(item(tmp_path / "a.pdf"), tiny)
     assert row["window"] == -1 and "leaves" in json.loads(row["doc"])["reason"]

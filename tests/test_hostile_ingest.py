@@ -220,7 +220,7 @@ def _item(path: Path, kind: str) -> dict:
 
 
 def _spec(limits: IngestLimits) -> GraphSpec:
-    return GraphSpec(builtin_schema("paper"), engine_config("llamacpp", n_ctx=2048), PackSettings(2048, 256), limits)
+    return GraphSpec(builtin_schema("paper"), engine_config("llamacpp", max_model_len=2048), PackSettings(2048, 256), limits)
 
 
 def test_the_graphs_parse_task_is_bounded(corpus) -> None:

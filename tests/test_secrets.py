@@ -293,7 +293,7 @@ def test_pdf_pages_and_text_notes_are_masked_too(tmp_path):
 
 def test_prompt_rows_and_result_carry_the_masked_files_but_no_value(repo):
     schema = builtin_schema("repo")
-    spec = GraphSpec(schema, engine_config("llamacpp", n_ctx=4096), PackSettings(4096, 512), IngestLimits())
+    spec = GraphSpec(schema, engine_config("llamacpp", max_model_len=4096), PackSettings(4096, 512), IngestLimits())
     item = {"ref": json.dumps({"uri": repo.uri, "root": repo.root, "rel_path": repo.rel_path, "kind": "repo"}), "source_key": "k"}
     rows = parse_and_pack(item, spec)
     prompt = "".join(spec.engine.chat_format().tokenizer.decode(array("i", r["prompt"]).tolist()) for r in rows)

