@@ -42,6 +42,33 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, (prefix.rstrip("/") + "/" if prefix.strip("/") else "")
 
 
+def split_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/any/key`` -> ``("bucket", "any/key")``, unchecked: object keys may hold any character."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def error_text(e: ClientError) -> str:
+    """S3's own words for a failed request: ``NoSuchKey: The specified key does not exist.``"""
+    err = e.response.get("Error", {})
+    return f"{err.get('Code', '?')}: {err.get('Message', '')}".strip()
+
+
+def is_missing(e: ClientError) -> bool:
+    return e.response.get("Error", {}).get("Code") in _MISSING
+
+
+def head(client: Any, bucket: str, key: str) -> tuple[int, str] | None:
+    """``(size, etag)`` of an object, or None when there is none; other errors propagate."""
+    try:
+        resp = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if is_missing(e):
+            return None
+        raise
+    return resp["ContentLength"], resp["ETag"].strip('"')
+
+
 def s3_client(endpoint_url: str | None = None) -> Any:
     """A client that retries throttling and 5xx with backoff.
 
@@ -94,10 +121,13 @@ def download(client: Any, bucket: str, key: str, max_bytes: int) -> IO[bytes]:
 
 def read_prefix(client: Any, bucket: str, key: str, n: int) -> bytes:
     """At most the first ``n`` bytes of an object (a ranged GET: a grown object is not fetched whole)."""
-    body = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{n - 1}")["Body"]
+    return _read_all(client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{n - 1}")["Body"])
+
+
+def _read_all(body: Any) -> bytes:
     try:
         return body.read()
-    finally:
+    finally:  # release the connection even if reading fails
         body.close()
 
 
@@ -123,13 +153,9 @@ class S3Storage:
     def read_json(self, key: str) -> dict[str, Any] | None:
         """The stored object, or None when absent or unreadable (then it is redone)."""
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-            try:
-                data = body.read()
-            finally:  # release the connection even if reading fails
-                body.close()
+            data = _read_all(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"])
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in _MISSING:
+            if is_missing(e):
                 return None
             raise  # access denied, throttled past retries, ...: not "absent", so never silently redo
         try:

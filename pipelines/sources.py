@@ -44,31 +44,26 @@ def list_sources(sources: list[str], s3_endpoint_url: str | None = None) -> tupl
     ignored: list[Skipped] = []
     seen: set[str] = set()
     for source in sources:
-        if source.startswith("s3://"):
-            found, skipped = _list_s3(source, s3_endpoint_url)
-            for ref in found:
-                if ref.uri not in seen:
-                    seen.add(ref.uri)
-                    refs.append(ref)
-            ignored += skipped
-            continue
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise SourceError(f"no such file or directory: {_printable(source)}")
-        if not _utf8(str(path.resolve())):
-            raise SourceError(f"path is not UTF-8: {_printable(path.resolve())} (rename it to read it)")
-        path = path.resolve()
-        if path.is_dir() and not (path / ".git").exists():
-            found, skipped = _walk(path)
-        else:
-            ref = _ref(path, path.parent)
-            found, skipped = ([ref], []) if ref else ([], [Skipped(str(path), "unsupported file type")])
+        found, skipped = _list_s3(source, s3_endpoint_url) if source.startswith("s3://") else _list_local(source)
         for ref in found:
             if ref.uri not in seen:  # the same file named twice is one document
                 seen.add(ref.uri)
                 refs.append(ref)
         ignored += skipped
     return refs, ignored
+
+
+def _list_local(source: str) -> tuple[list[SourceRef], list[Skipped]]:
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise SourceError(f"no such file or directory: {_printable(source)}")
+    path = path.resolve()
+    if not _utf8(str(path)):
+        raise SourceError(f"path is not UTF-8: {_printable(path)} (rename it to read it)")
+    if path.is_dir() and not (path / ".git").exists():
+        return _walk(path)
+    ref = _ref(path, path.parent)
+    return ([ref], []) if ref else ([], [Skipped(str(path), "unsupported file type")])
 
 
 NOT_UTF8 = "file name is not UTF-8 (rename it to read it)"
@@ -140,15 +135,15 @@ GIT_MARKER = ".git/HEAD"
 def _list_s3(source: str, endpoint: str | None) -> tuple[list[SourceRef], list[Skipped]]:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from pipelines.s3 import iter_objects, shared_client
+    from pipelines.s3 import error_text, head, iter_objects, shared_client, split_uri
 
-    bucket, _, key = source.removeprefix("s3://").partition("/")
+    bucket, key = split_uri(source)
     if not bucket:
         raise SourceError(f"no bucket in S3 URI: {source}")
     client = shared_client(endpoint)
     try:
         if key and not key.endswith("/"):  # one object, or a prefix written without its slash
-            single = _head(client, bucket, key)
+            single = head(client, bucket, key)
             if single is not None:
                 root = key.rpartition("/")[0]
                 ref = _s3_ref(bucket, root + "/" if root else "", key, *single, endpoint)
@@ -156,25 +151,12 @@ def _list_s3(source: str, endpoint: str | None) -> tuple[list[SourceRef], list[S
             key += "/"
         objects = list(iter_objects(client, bucket, key))
     except ClientError as e:
-        err = e.response.get("Error", {})
-        raise SourceError(f"cannot list {source}: {err.get('Code', '?')}: {err.get('Message', '')}".strip()) from None
+        raise SourceError(f"cannot list {source}: {error_text(e)}") from None
     except BotoCoreError as e:
         raise SourceError(f"cannot list {source}: {e}") from None
     if not objects:
         raise SourceError(f"no such S3 object or prefix: {source}")
     return _group_s3(bucket, key, objects, endpoint)
-
-
-def _head(client, bucket: str, key: str) -> tuple[int, str] | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        head = client.head_object(Bucket=bucket, Key=key)
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-    return head["ContentLength"], head["ETag"].strip('"')
 
 
 def _group_s3(bucket: str, prefix: str, objects: list[tuple[str, int, str]], endpoint: str | None):

@@ -39,15 +39,13 @@ def open_source(ref: SourceRef, max_bytes: int, limit: str) -> Iterator[IO[bytes
 def _download(ref: SourceRef, max_bytes: int, limit: str) -> IO[bytes]:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from pipelines.s3 import ObjectTooLarge, download, shared_client
+    from pipelines.s3 import ObjectTooLarge, download, error_text, shared_client, split_uri
 
-    bucket, _, key = ref.uri.removeprefix("s3://").partition("/")  # keys may hold any character
     try:
-        return download(shared_client(ref.endpoint), bucket, key, max_bytes)
+        return download(shared_client(ref.endpoint), *split_uri(ref.uri), max_bytes)
     except ObjectTooLarge as e:
         raise SourceUnreadable(f"too large: {e} (limit {limit})") from None
     except ClientError as e:
-        err = e.response.get("Error", {})
-        raise SourceUnreadable(f"cannot read object: {err.get('Code', '?')}: {err.get('Message', '')}".strip()) from None
+        raise SourceUnreadable(f"cannot read object: {error_text(e)}") from None
     except BotoCoreError as e:  # connection failed after retries, bad endpoint, no credentials
         raise SourceUnreadable(f"cannot read object: {e}") from None

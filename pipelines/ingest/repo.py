@@ -181,10 +181,10 @@ def _load_s3_tree(ref: SourceRef, limits: IngestLimits) -> Document:
     fetched on its own (a ranged GET of at most max_file_bytes + 1)."""
     from botocore.exceptions import ClientError
 
-    from pipelines.s3 import iter_objects, read_prefix, shared_client
+    from pipelines.s3 import error_text, iter_objects, read_prefix, shared_client, split_uri
 
     client = shared_client(ref.endpoint)
-    bucket, _, prefix = ref.uri.removeprefix("s3://").partition("/")
+    bucket, prefix = split_uri(ref.uri)
     files: dict[str, _Candidate] = {}
     for key, size, _ in iter_objects(client, bucket, prefix):
         path = key[len(prefix) :]
@@ -198,7 +198,7 @@ def _load_s3_tree(ref: SourceRef, limits: IngestLimits) -> Document:
         try:
             return read_prefix(client, bucket, c.key, lim.max_file_bytes + 1)
         except ClientError as e:  # e.g. deleted since the listing: skip the file, keep the repository
-            raise OSError(e.response.get("Error", {}).get("Code", "unreadable")) from None
+            raise OSError(error_text(e)) from None
 
     gitignores = [
         (p, read(c, limits).decode("utf-8", "replace"))
