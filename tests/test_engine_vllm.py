@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import logging
 from array import array
-from dataclasses import dataclass
 from functools import partial
 
 import pyarrow as pa
 import pytest
+from ray.data._internal.arrow_ops.transform_pyarrow import concat
 from ray.data.llm import vLLMEngineProcessorConfig
 from ray.llm._internal.batch.processor.base import Processor
 from ray.llm._internal.batch.stages.base import StatefulStage, StatefulStageUDF
@@ -23,9 +23,11 @@ from ray.llm._internal.batch.stages.configs import (
     resolve_stage_config,
 )
 
+from pipelines import vllm_stage as S
 from pipelines.engines import ENGINES, EngineError, engine_config
 from pipelines.engines import vllm as V
-from pipelines.graph import _OUT_SCHEMA, GraphSpec, parse_and_pack, run_graph
+from pipelines.graph import GraphSpec, parse_and_pack, run_graph
+from pipelines.infer import OUT_SCHEMA
 from pipelines.ingest import IngestLimits
 from pipelines.job import EngineSpec, choose_engine
 from pipelines.packer import PackSettings
@@ -145,9 +147,9 @@ def test_rows_in_carry_our_token_ids_and_sampling_params_with_the_schema(tmp_pat
     assert len(rows) > 1
     schema_json = json.dumps(SCHEMA.json_schema, separators=(",", ":"))
     for r in rows:
-        v = V.to_vllm_row(r, schema_json, 4096)
+        v = S.to_vllm_row(r, schema_json, 4096)
         assert v["tokenized_prompt"] == array("i", r["prompt"]).tolist() and len(v["tokenized_prompt"]) == r["prompt_tokens"]
-        assert v[V.KEY_COLUMN] == r["request_id"] and v[V.ERROR_COLUMN] == ""
+        assert v[S.KEY_COLUMN] == r["request_id"] and v[S.ERROR_COLUMN] == ""
         assert not (set(v) & (VLLM_INPUT_KEYS | set(VLLM_OUTPUT) | {"request_id"}))  # our bytes "prompt" is gone
         sp = v["sampling_params"]
         assert set(sp) <= SAMPLING_FIELDS and set(sp["structured_outputs"]) <= STRUCTURED_FIELDS
@@ -158,14 +160,19 @@ def test_rows_in_carry_our_token_ids_and_sampling_params_with_the_schema(tmp_pat
         assert json.loads(sp["structured_outputs"]["json"]) == SCHEMA.json_schema
 
 
-def test_rows_in_survive_arrow_with_failed_documents_in_the_same_block(tmp_path):
+def test_rows_in_of_failed_documents_have_the_column_types_of_windows(tmp_path):
+    """Ray Data aligns the blocks it batches for the engine stage; a field typed null in one
+    block and struct in another fails there (the first real vLLM run found it)."""
     make_corrupt_pdf(tmp_path / "bad.pdf")
     [failed] = parse_and_pack(item(tmp_path / "bad.pdf"), small_spec())
-    rows = [V.to_vllm_row(r, "{}", 4096) for r in [*window_rows(tmp_path), failed]]
-    f = rows[-1]
-    assert f[V.ERROR_COLUMN] == V.NOT_SENT and f["tokenized_prompt"] is None and f["sampling_params"] is None
-    assert block(rows).to_pylist() == rows
-    assert all(r[V.ERROR_COLUMN] == "" for r in rows[:-1])  # never None: Ray would take that for an error
+    windows = [S.to_vllm_row(r, "{}", 4096) for r in window_rows(tmp_path)]
+    f = S.to_vllm_row(failed, "{}", 4096)
+    assert f[S.ERROR_COLUMN] == S.NOT_SENT and f["tokenized_prompt"] == [] and f["prompt_digest"] == ""
+    # As Ray Data LLM's preprocess leaves them (each row in a "__data" struct), a block of each
+    # kind, concatenated by Ray Data's own code, as it does before a batch goes to the engine.
+    wrapped = concat([block([{"__data": r} for r in windows]), block([{"__data": f}])])
+    assert [r["__data"] for r in wrapped.to_pylist()] == [*windows, f]
+    assert all(r[S.ERROR_COLUMN] == "" for r in windows)  # never None: Ray would take that for an error
 
 
 # -- rows out ---------------------------------------------------------------------------------------------------------
@@ -173,44 +180,52 @@ def test_rows_in_survive_arrow_with_failed_documents_in_the_same_block(tmp_path)
 
 def out_row(generated: list[int], text: str, budget: int = 100, max_tokens: int = 50, error: str = "") -> dict:
     """A row as Ray 2.60's vLLM stage returns it: our columns, less the two it pops, plus its outputs."""
-    ours = {V.KEY_COLUMN: "d:0", "doc_id": "d", "window": 0, "windows": 1, "units": "[1]", "prompt_tokens": 900,
-            "max_tokens": max_tokens, "doc": "{}", "output_budget": budget}  # fmt: skip
+    ours = {S.KEY_COLUMN: "d:0", "doc_id": "d", "window": 0, "windows": 1, "units": "[1]", "prompt_tokens": 900,
+            "max_tokens": max_tokens, "doc": "{}", "output_budget": budget, "prompt_digest": S.ids_digest([1] * 900)}  # fmt: skip
     vllm = VLLM_OUTPUT | {"prompt_token_ids": None if error else [1] * 900, "num_input_tokens": 0 if error else 900,
                           "generated_tokens": generated, "generated_text": text,
                           "num_generated_tokens": len(generated)}  # fmt: skip
-    extra = {"request_id": -1 if error else 3, "batch_uuid": "b", "time_taken_llm": 1.0, "params": "", V.ERROR_COLUMN: error}
+    extra = {"request_id": -1 if error else 3, "batch_uuid": "b", "time_taken_llm": 1.0, "params": "", S.ERROR_COLUMN: error}
     return ours | vllm | extra
 
 
 def test_valid_output_becomes_data_and_drops_vllm_columns():
-    r = V.result_row(out_row([5] * 20 + [EOT], GOOD), SCHEMA)
+    r = S.result_row(out_row([5] * 20 + [EOT], GOOD), SCHEMA)
     assert r["error"] is None and r["finish_reason"] == "stop" and r["attempts"] == 1 and r["completion_tokens"] == 21
     assert json.loads(r["data"])["purpose"] == "p" and r["raw"] is None
-    assert set(r) == {V.KEY_COLUMN, *V._CARRIED, "data", "error", "raw", "finish_reason", "completion_tokens", "attempts"}
+    assert set(r) == {S.KEY_COLUMN, *S._CARRIED, "data", "error", "raw", "finish_reason", "completion_tokens", "attempts"}
 
 
 def test_finish_reason_is_vllms_rule():
-    assert V.finish_reason([5, 6, EOT], 3) == "stop"  # a stop token on the last allowed step still stops
-    assert V.finish_reason([5, 6, 7], 3) == "length"
-    assert V.finish_reason([5, 6], 3) == "stop"
-    assert V.finish_reason([], 3) == "stop"
+    assert S.finish_reason([5, 6, EOT], 3) == "stop"  # a stop token on the last allowed step still stops
+    assert S.finish_reason([5, 6, 7], 3) == "length"
+    assert S.finish_reason([5, 6], 3) == "stop"
+    assert S.finish_reason([], 3) == "stop"
 
 
 def test_truncated_output_is_a_failure_with_raw_text_not_retried():
-    r = V.result_row(out_row([5] * 100, '{"name":"xxxx', budget=100, max_tokens=50), SCHEMA)
+    r = S.result_row(out_row([5] * 100, '{"name":"xxxx', budget=100, max_tokens=50), SCHEMA)
     assert r["data"] is None and r["finish_reason"] == "length" and r["raw"] == '{"name":"xxxx'
     assert "max_tokens (100 tokens)" in r["error"] and "not retried" in r["error"] and r["attempts"] == 1
-    r = V.result_row(out_row([5] * 50, "{", budget=50, max_tokens=50), SCHEMA)
+    r = S.result_row(out_row([5] * 50, "{", budget=50, max_tokens=50), SCHEMA)
     assert "no room" in r["error"]
 
 
+def test_a_prompt_vllm_ran_other_than_the_packed_one_fails_the_window():
+    row = out_row([5, EOT], GOOD) | {"prompt_token_ids": [1] * 899 + [2]}
+    r = S.result_row(row, SCHEMA)
+    assert r["data"] is None and r["finish_reason"] == "error" and r["attempts"] == 1
+    assert r["error"] == "engine error: vLLM ran 900 prompt ids that differ from the 900 packed"
+    assert S.result_row(out_row([5, EOT], GOOD) | {"num_input_tokens": 900}, SCHEMA)["prompt_tokens"] == 900
+
+
 def test_invalid_json_is_a_failure_with_raw_text():
-    r = V.result_row(out_row([5, EOT], '{"name": 5}'), SCHEMA)
+    r = S.result_row(out_row([5, EOT], '{"name": 5}'), SCHEMA)
     assert r["data"] is None and r["error"].startswith("invalid JSON for schema 'repo'") and r["raw"] == '{"name": 5}'
 
 
 def test_error_rows_become_failed_windows():
-    r = V.result_row(out_row([], "", error="ValueError: " + "x" * 2000), SCHEMA)
+    r = S.result_row(out_row([], "", error="ValueError: " + "x" * 2000), SCHEMA)
     assert r["finish_reason"] == "error" and r["error"].startswith("engine error: ValueError: xxx")
     assert len(r["error"]) < 600 and r["data"] is None and r["attempts"] == 1
 
@@ -222,13 +237,13 @@ def block(rows: list[dict]) -> pa.Table:
 
 
 def test_finish_batch_makes_the_graphs_rows(tmp_path):
-    done = V.result_row(out_row([5, EOT], GOOD), SCHEMA) | {V.ERROR_COLUMN: ""}  # as the postprocess left it
-    failed_window = out_row([], "", error="RuntimeError: boom") | {V.KEY_COLUMN: "d:1", "window": 1}
+    done = S.result_row(out_row([5, EOT], GOOD), SCHEMA) | {S.ERROR_COLUMN: ""}  # as the postprocess left it
+    failed_window = out_row([], "", error="RuntimeError: boom") | {S.KEY_COLUMN: "d:1", "window": 1}
     make_corrupt_pdf(tmp_path / "bad.pdf")
     [bad] = parse_and_pack(item(tmp_path / "bad.pdf"), small_spec())
-    failed_doc = V.to_vllm_row(bad, "{}", 4096)  # bypasses the engine stage and postprocess unchanged
-    table = V.finish_batch(block([done, failed_window, failed_doc]), SCHEMA)
-    assert table.schema == _OUT_SCHEMA
+    failed_doc = S.to_vllm_row(bad, "{}", 4096)  # bypasses the engine stage and postprocess unchanged
+    table = S.finish_batch(block([done, failed_window, failed_doc]), SCHEMA)
+    assert table.schema == OUT_SCHEMA
     a, b, c = table.to_pylist()
     assert a["request_id"] == "d:0" and a["data"] and a["error"] is None
     assert b["request_id"] == "d:1" and b["finish_reason"] == "error" and "boom" in b["error"]
@@ -281,9 +296,9 @@ class StandInUDF(StatefulStageUDF):
         for row in batch:
             idx = row[self.IDX_IN_BATCH_COLUMN]
             try:
-                out = {**self.generate(row), "request_id": 1, "params": "SamplingParams(...)", V.ERROR_COLUMN: ""}
+                out = {**self.generate(row), "request_id": 1, "params": "SamplingParams(...)", S.ERROR_COLUMN: ""}
             except ValueError as e:
-                out = VLLM_OUTPUT | {"request_id": -1, "params": "", V.ERROR_COLUMN: f"ValueError: {e}"}
+                out = VLLM_OUTPUT | {"request_id": -1, "params": "", S.ERROR_COLUMN: f"ValueError: {e}"}
             yield out | {self.IDX_IN_BATCH_COLUMN: idx, "batch_uuid": "b", "time_taken_llm": 0.0}
 
     @staticmethod
@@ -306,13 +321,10 @@ class StandInStage(StatefulStage):
     fn: type = StandInUDF
 
 
-@dataclass(frozen=True)
-class StandInVLLM(V.VLLMConfig):
-    """The vllm engine with the stand-in stage where build_processor puts vLLM's."""
-
-    def processor(self, spec):
-        stage = StandInStage(fn=StandInUDF, map_batches_kwargs={"concurrency": 1})
-        return Processor(self.processor_config(1), [stage], postprocess=partial(V.result_row, schema=spec.schema))
+def stand_in_processor(config, schema, concurrency):
+    """Ray's real Processor with the stand-in stage where build_processor puts vLLM's."""
+    stage = StandInStage(fn=StandInUDF, map_batches_kwargs={"concurrency": 1})
+    return Processor(config.processor_config(1), [stage], postprocess=partial(S.result_row, schema=schema))
 
 
 @pytest.fixture(scope="module")
@@ -329,16 +341,17 @@ def local_ray():
 
 
 @pytest.mark.slow
-def test_the_graph_through_the_processor_keeps_every_window(local_ray, tmp_path):
+def test_the_graph_through_the_processor_keeps_every_window(local_ray, tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "build", stand_in_processor)
     make_pdf(tmp_path / "a.pdf", lorem_pages(16, words_per_page=250))
     make_pdf(tmp_path / "boom.pdf", lorem_pages(1))
     make_pdf(tmp_path / "long.pdf", lorem_pages(1))
     make_corrupt_pdf(tmp_path / "bad.pdf")
     items = [item(tmp_path / n) for n in ("a.pdf", "boom.pdf", "long.pdf", "bad.pdf")]
-    rows = list(run_graph(items, small_spec(StandInVLLM(max_model_len=4096))))
+    rows = list(run_graph(items, small_spec()))
     by_doc: dict[str, list[dict]] = {}
     for r in rows:
-        assert set(r) == set(_OUT_SCHEMA.names) and r["request_id"] == f"{r['doc_id']}:{r['window']}"
+        assert set(r) == set(OUT_SCHEMA.names) and r["request_id"] == f"{r['doc_id']}:{r['window']}"
         by_doc.setdefault(json.loads(r["doc"])["rel_path"], []).append(r)
     a = by_doc["a.pdf"]
     assert len(a) == a[0]["windows"] > 1 and all(r["data"] and r["finish_reason"] == "stop" for r in a)
@@ -354,17 +367,17 @@ def test_the_graph_through_the_processor_keeps_every_window(local_ray, tmp_path)
 def test_without_gpus_or_the_extra_the_processor_says_what_is_missing(local_ray):
     assert V.visible_gpus() == (0, "in the Ray cluster")
     with pytest.raises(EngineError, match="has 0 GPUs"):
-        V.VLLMConfig().processor(small_spec())
+        S.build(V.VLLMConfig(), SCHEMA, 1)
     if not V.vllm_installed():
         with pytest.raises(EngineError, match=r"pip install 'longctx\[vllm\]'"):
-            V.VLLMConfig(replicas=1).processor(small_spec())
+            S.build(V.VLLMConfig(replicas=1), SCHEMA, 1)
 
 
 @needs_gpu
 def test_the_graph_on_a_gpu_with_dummy_weights(local_ray, tmp_path):
     """The real processor and vLLM: Llama 3.1 8B's shape with random weights, so the text
     is noise, but constrained to the schema, and every window comes back."""
-    from bench.gpu_prefill import write_model_dir
+    from bench.model_dir import write_model_dir
 
     model = write_model_dir(tmp_path / "llama-3.1-8b")
     cfg = V.VLLMConfig(model=str(model), max_model_len=8192, replicas=1, engine_kwargs={"load_format": "dummy"})

@@ -91,3 +91,12 @@ def test_readme_documents_every_setting():
     limits = readme.split("## Limits", 1)[1].split("\n## ", 1)[0]
     for f in dataclasses.fields(IngestLimits):
         assert f"`{f.name}`" in limits, f.name
+
+
+@pytest.mark.parametrize("key", ["model", "max_model_len"])
+def test_model_and_context_among_the_engine_options_is_one_clear_error(key):
+    from pipelines.engines import EngineError
+    from pipelines.job import build_engine
+
+    with pytest.raises(EngineError, match=f"engine option '{key}': set it as engine.{key}"):
+        build_engine(EngineSpec(name="vllm", options={key: 1}))

