@@ -123,12 +123,25 @@ def test_kv_cache_arithmetic_behind_the_presets():
     assert V.LLAMA31_70B.kv_bytes_per_token == 320 * 1024
     assert V.LLAMA31_8B.kv_bytes_per_token * 131072 == 16 * V.GIB
     assert V.LLAMA31_70B.kv_bytes_per_token * 131072 == 40 * V.GIB
-    for preset in V.PRESETS.values():
-        tokens = V.kv_cache_tokens(preset.shape, preset.tensor_parallel_size)
-        assert tokens // 131072 == 3  # about three full-length sequences a replica (DESIGN)
-        assert preset.max_num_seqs * 27_000 <= tokens  # 16 resident while windows average under ~27K tokens
+    assert V.LLAMA31_405B_FP8.kv_bytes_per_token == 504 * 1024 and V.LLAMA31_405B_FP8.kv_bytes_per_token * 131072 == 63 * V.GIB
+    full = {name: V.kv_cache_tokens(p.shape, p.gpus) // 131072 for name, p in V.PRESETS.items()}
+    assert full == {"8b-1gpu": 3, "70b-4gpu": 3, "405b-fp8-16gpu": 10}  # full-length sequences a replica holds
+    for preset in V.PRESETS.values():  # 16 resident while windows average under ~27K tokens
+        assert preset.max_num_seqs * 27_000 <= V.kv_cache_tokens(preset.shape, preset.gpus)
     assert 430_000 < V.kv_cache_tokens(V.LLAMA31_8B, 1) < 440_000
     assert 460_000 < V.kv_cache_tokens(V.LLAMA31_70B, 4) < 470_000
+    assert 1_320_000 < V.kv_cache_tokens(V.LLAMA31_405B_FP8, 16) < 1_340_000
+
+
+def test_405b_fp8_preset_spans_two_nodes_of_eight_gpus():
+    # FP8 feed-forward weights in 124 of 126 layers, the rest bf16: 487 GB, as Meta's FP8 checkpoint.
+    assert 487e9 < V.LLAMA31_405B_FP8.weight_bytes < 488e9 and 453 < V.LLAMA31_405B_FP8.weight_gib < 454
+    cfg = V.VLLMConfig(preset="405b-fp8-16gpu")
+    kw = cfg.processor_config(1).engine_kwargs
+    assert cfg.model_source == "meta-llama/Llama-3.1-405B-Instruct-FP8" and cfg.gpus_per_replica == 16
+    assert kw["tensor_parallel_size"] == 8 and kw["pipeline_parallel_size"] == 2 and kw["max_model_len"] == 131072
+    assert V.replica_count(32, cfg.gpus_per_replica, None) == 2
+    assert V.VLLMConfig(preset="405b-fp8-16gpu", pipeline_parallel_size=4).gpus_per_replica == 32
 
 
 def test_replicas():

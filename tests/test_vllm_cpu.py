@@ -145,3 +145,21 @@ def test_vllm_serve_behind_the_openai_engine(vllm_server: str, corpus: Path, pac
                    "--max-model-len", str(MAX_LEN), timeout=540)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_results(out, packed, f"openai:{SERVED}")
+
+
+def test_ray_serve_llm_accepts_the_shipped_deployment(venv: Path):
+    """infra/serve/llama-3.1-8b.yaml through Ray Serve LLM's own config class and app builder
+    (Ray 2.60 with vLLM, which only this environment has); tests/test_infra.py checks its
+    settings against the vllm engine's."""
+    check = (
+        "import sys, yaml\n"
+        "from ray.serve.llm import LLMConfig, build_openai_app\n"
+        "[app] = yaml.safe_load(open(sys.argv[1]))['applications']\n"
+        "[llm] = [LLMConfig(**c) for c in app['args']['llm_configs']]\n"
+        "build_openai_app(app['args'])\n"
+        "print(llm.model_id, llm.engine_kwargs['max_model_len'], llm.accelerator_type)\n"
+    )
+    proc = subprocess.run([str(venv / "python"), "-c", check, str(ROOT / "infra/serve/llama-3.1-8b.yaml")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1].split() == [SERVED, "131072", "H100"]  # after vLLM's own log lines

@@ -16,18 +16,22 @@ cluster that adds GPU nodes on demand).
 
 Presets (``preset``), and the arithmetic behind ``max_num_seqs``. The KV cache
 in bf16 takes 2 (K and V) × layers × KV heads × head dim × 2 bytes a token:
-8B 2 × 32 × 8 × 128 × 2 = 128 KiB, 70B (80 layers) 320 KiB, so a 128K
-sequence holds 16 GiB of KV on the 8B and 40 GiB on the 70B.
+8B 2 × 32 × 8 × 128 × 2 = 128 KiB, 70B (80 layers) 320 KiB, 405B (126
+layers) 504 KiB, so a 128K sequence holds 16 GiB of KV on the 8B, 40 GiB on
+the 70B and 63 GiB on the 405B.
 
-    preset    model                          TP  KV/token  KV cache of one replica (H100 80 GB, 0.90 of it)  seqs  batched
-    8b-1gpu   Llama-3.1-8B-Instruct          1   128 KiB   71.3 − 15.0 weights − 3 ≈ 53 GiB ≈ 437K tokens      16    16384
-    70b-4gpu  Llama-3.1-70B-Instruct         4   320 KiB   4 × (71.3 − 3) − 131.4 ≈ 142 GiB ≈ 464K tokens     16    16384
+    preset          model                            TP×PP  KV/token  KV cache of one replica (H100 80 GB, 0.90 of it)        seqs
+    8b-1gpu         Llama-3.1-8B-Instruct            1      128 KiB   71.3 − 15.0 weights − 3 ≈ 53 GiB ≈ 437K tokens            16
+    70b-4gpu        Llama-3.1-70B-Instruct           4      320 KiB   4 × (71.3 − 3) − 131.4 ≈ 142 GiB ≈ 464K tokens           16
+    405b-fp8-16gpu  Llama-3.1-405B-Instruct-FP8      8×2    504 KiB   16 × (71.3 − 3) − 453.7 ≈ 639 GiB ≈ 1.33M tokens         16
 
-TP: tensor_parallel_size (GPUs a replica); seqs: max_num_seqs; batched:
-max_num_batched_tokens; 3 GiB a GPU (``OVERHEAD_GIB``) estimates activations,
-CUDA graphs and buffers. Either replica keeps about three full-length
-sequences (437K / 131072 = 3.3; 464K / 131072 = 3.5). ``max_num_seqs`` caps
-the sequences in flight: 16 × 27K tokens fill the cache, so 16 keeps every
+TP×PP: tensor × pipeline parallel size (GPUs a replica; the 405B: eight GPUs
+of one node in tensor parallel, two nodes in pipeline parallel); seqs:
+max_num_seqs; max_num_batched_tokens is 16384 for all; 3 GiB a GPU
+(``OVERHEAD_GIB``) estimates activations, CUDA graphs and buffers. The 8B
+and 70B replicas keep about three full-length sequences (437K / 131072 =
+3.3; 464K / 131072 = 3.5), the 405B about ten. ``max_num_seqs`` caps the
+sequences in flight: 16 × 27K tokens fill the 8B's cache, so 16 keeps every
 admitted sequence resident while windows average under ~27K tokens (papers,
 contracts); past that the cache is the limit, and a corpus of full 128K
 windows does better with 4 (an evicted sequence recomputes its prefill, ~10 s
@@ -36,6 +40,10 @@ keep the matmuls saturated while the decoding sequences ride along in each
 step (DESIGN: 16K–32K). vLLM's start-up log prints the real KV cache size
 ("GPU KV cache size: N tokens"); ``bench/gpu_prefill.py`` measures prefill
 against the roofline.
+
+DeepSeek-V3 (671B MoE) has no preset yet: it needs its own tokenizer and chat
+template to pack with (model profiles, issue 12), and this engine packs with
+Llama 3.1's.
 
 Ray Data LLM and vLLM are imported only when the graph runs (the ``vllm``
 extra); this module imports without them.
@@ -73,6 +81,7 @@ class ModelShape:
     kv_heads: int
     head_dim: int
     params: float  # all weights, embeddings included
+    weight_bytes: float | None = None  # the checkpoint's weights when not all bf16
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -80,11 +89,16 @@ class ModelShape:
 
     @property
     def weight_gib(self) -> float:
-        return self.params * 2 / GIB
+        return (self.weight_bytes or self.params * 2) / GIB
 
 
 LLAMA31_8B = ModelShape(layers=32, kv_heads=8, head_dim=128, params=8.03e9)
 LLAMA31_70B = ModelShape(layers=80, kv_heads=8, head_dim=128, params=70.55e9)
+# Meta's FP8 405B: the feed-forward weights of all but the first and last of its 126 layers in
+# FP8 (one byte), the rest in bf16 (the Llama 3 paper, 6.2): 487 GB of weights.
+LLAMA31_405B_FFN = 3 * 16384 * 53248  # one layer's gate, up and down projections
+LLAMA31_405B_FP8 = ModelShape(layers=126, kv_heads=8, head_dim=128, params=405.85e9,
+                              weight_bytes=2 * 405.85e9 - 124 * LLAMA31_405B_FFN)  # fmt: skip
 
 
 def kv_cache_tokens(shape: ModelShape, gpus: int, utilization: float = 0.90, gpu_gib: float = H100_GIB) -> int:
@@ -100,11 +114,18 @@ class Preset:
     tensor_parallel_size: int
     max_num_seqs: int
     max_num_batched_tokens: int
+    pipeline_parallel_size: int = 1
+
+    @property
+    def gpus(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
 
 
 PRESETS = {
     "8b-1gpu": Preset("meta-llama/Llama-3.1-8B-Instruct", LLAMA31_8B, 1, 16, 16384),
     "70b-4gpu": Preset("meta-llama/Llama-3.1-70B-Instruct", LLAMA31_70B, 4, 16, 16384),
+    # Two nodes of 8 GPUs: tensor parallel within a node (NVLink), pipeline parallel across the two.
+    "405b-fp8-16gpu": Preset("meta-llama/Llama-3.1-405B-Instruct-FP8", LLAMA31_405B_FP8, 8, 16, 16384, 2),
 }
 
 
@@ -123,7 +144,7 @@ class VLLMConfig:
     tokenizer: str = "llama-3.1"
     max_model_len: int = 131072
     tensor_parallel_size: int | None = None
-    pipeline_parallel_size: int = 1
+    pipeline_parallel_size: int | None = None
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float = 0.90
@@ -140,7 +161,7 @@ class VLLMConfig:
             raise EngineError(f"vllm: unknown preset '{self.preset}' (available: {', '.join(PRESETS)})")
         if self.tokenizer.partition(":")[0] != "llama-3.1":
             raise EngineError(f"vllm: tokenizer must be llama-3.1 or llama-3.1:<model dir>, not {self.tokenizer!r}")
-        sizes = (self.pipeline_parallel_size, self.batch_size, self.tensor_parallel_size or 1, self.replicas or 1,
+        sizes = (self.pipeline_parallel_size or 1, self.batch_size, self.tensor_parallel_size or 1, self.replicas or 1,
                  self.max_num_seqs or 1, self.max_num_batched_tokens or 1)  # fmt: skip
         if min(sizes) < 1 or not 0 < self.gpu_memory_utilization <= 1:
             raise EngineError("vllm: sizes must be >= 1 and gpu_memory_utilization in (0, 1]")
@@ -169,7 +190,7 @@ class VLLMConfig:
             "max_model_len": self.max_model_len,
             "dtype": "bfloat16",
             "tensor_parallel_size": self.tensor_parallel_size or p.tensor_parallel_size,
-            "pipeline_parallel_size": self.pipeline_parallel_size,
+            "pipeline_parallel_size": self.pipeline_parallel_size or p.pipeline_parallel_size,
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "enable_prefix_caching": True,  # windows of one document share their head across schemas (DESIGN 4)
             "enable_chunked_prefill": True,
