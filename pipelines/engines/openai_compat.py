@@ -111,10 +111,9 @@ class OpenAIConfig:
         if kind == "llama-3.1":
             return Llama31Chat(llama3_tokenizer(path or None))
         if kind == "gguf":
-            from pipelines.engines.llamacpp import ChatMLChat, LlamaCppConfig, LlamaCppTokenizer, _vocab
+            from pipelines.engines.llamacpp import LlamaCppConfig
 
-            gguf = LlamaCppConfig(model=path or None).path  # checks that the file exists
-            return ChatMLChat(LlamaCppTokenizer(_vocab(gguf), self.tokenizer))
+            return LlamaCppConfig(model=path or None).chat_format()
         raise EngineError(f"openai: unknown tokenizer '{self.tokenizer}' (llama-3.1, llama-3.1:<dir>, gguf, gguf:<path>)")
 
     def build(self) -> OpenAIEngine:
@@ -246,13 +245,8 @@ class OpenAIEngine:
 
 
 def detokenize(chat: ChatFormat, ids: list[int]) -> str:
-    """Prompt ids back to text, special tokens written as their markers."""
-    from pipelines.engines.llamacpp import LlamaCppTokenizer
-
-    tok = chat.tokenizer
-    if isinstance(tok, LlamaCppTokenizer):  # its decode() drops control tokens
-        return tok.llm.detokenize(ids, special=True).decode("utf-8", errors="replace")
-    return tok.decode(ids)  # tiktoken writes special tokens as their markers
+    """Prompt ids back to text, special tokens written as their markers (both tokenizers do)."""
+    return chat.tokenizer.decode(ids)
 
 
 def text_prompt(chat: ChatFormat, ids: list[int]) -> str:
