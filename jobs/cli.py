@@ -191,9 +191,12 @@ def run_job(data: dict, origin: str, address: str | None) -> None:
     except JobError as e:
         raise fail(str(e)) from None
     from jobs.runner import execute  # imports Ray: only once the job is known to be good
+    from pipelines.engines import EngineError
 
     try:
         execute(job, out, address)
+    except EngineError as e:  # the engine's preflight: before anything was written
+        raise fail(str(e)) from None
     except KeyboardInterrupt:
         raise fail("interrupted: finished documents are saved; run the same command again to do the rest") from None
     # A failed document is recorded, not fatal: the run itself succeeded.

@@ -41,6 +41,7 @@ def execute(job: PreparedJob, console: Console, address: str | None = None) -> l
     reports = []
     start_ray(address)
     try:
+        job.engine.preflight(job.job.engine.concurrency)  # EngineError: one line, nothing written
         for schema in job.schemas:
             graph = GraphSpec(schema, job.engine, job.settings, job.job.limits, job.job.engine.concurrency)
             with RunProgress(console) as progress:

@@ -114,16 +114,19 @@ def test_schemas_commands():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "/no/such/path", "--out", "/tmp/x"], "no such file or directory"),
-    (["run", ".", "--out", "/tmp/x", "--engine", "gpt9"], "unknown engine 'gpt9'"),
-    (["run", ".", "--out", "/tmp/x", "--schema", "nope"], "unknown schema"),
-    (["run", ".", "--out", "/tmp/x", "--model", "/no/model.gguf"], "/no/model.gguf"),
+    (["run", "/no/such/path"], "no such file or directory"),
+    (["run", ".", "--engine", "gpt9"], "unknown engine 'gpt9'"),
+    (["run", ".", "--schema", "nope"], "unknown schema"),
+    (["run", ".", "--model", "/no/model.gguf"], "/no/model.gguf"),
+    (["run", str(EXAMPLES), "--engine", "vllm"], "the vllm engine needs the optional extra"),  # Ray up, then preflight
+    (["run", str(EXAMPLES), "--engine", "vllm", "--engine-option", "model=x"], "set it as engine.model (--model)"),
 ])  # fmt: skip
-def test_run_bad_arguments_fail_before_any_work(args, message):
-    proc = longctx(*args)
+def test_run_bad_arguments_fail_before_any_work(args, message, tmp_path):
+    proc = longctx(*args, "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
-    assert message in proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_plan_with_a_gguf_packs_with_its_own_tokenizer_and_template(corpus, tmp_path):

@@ -328,6 +328,21 @@ def test_bad_key_and_unreachable_server_raise(proxy, monkeypatch):
         make_engine(closed, max_retries=0)
 
 
+def test_cli_run_against_a_server_serving_another_model_is_one_line(proxy, tmp_path):
+    import os
+
+    from tests.clirun import longctx
+
+    out = tmp_path / "out"
+    proc = longctx("run", str(Path(__file__).parent.parent / "examples"), "--out", str(out), "--base-url", proxy.url,
+                   "--model", "llama", env={**os.environ, "OPENAI_API_KEY": KEY})  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stderr.strip().splitlines() == [
+        f"error: openai: {proxy.url} does not serve 'llama' (served: smollm2; set --model)"
+    ]
+    assert not out.exists()
+
+
 def test_cli_run_against_a_server_that_fails_first(proxy, tmp_path):
     """``longctx run`` end to end with the openai engine: the same checks as the embedded
     engine's end-to-end test, through a server that answers 429 and 500 before succeeding."""

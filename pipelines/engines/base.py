@@ -77,6 +77,11 @@ class EngineConfig(Protocol):
         """The tokenizer and template prompts are packed with; no weights loaded."""
         ...
 
+    def preflight(self, concurrency: int) -> None:
+        """On the driver, Ray up, before any work: raise EngineError (one line naming the
+        setting to change) for what can be known without loading weights."""
+        ...
+
     def build(self) -> Engine: ...
 
 

@@ -92,6 +92,11 @@ class LlamaCppConfig:
         except GGUFError as e:
             raise EngineError(f"llamacpp: {e}") from None
 
+    def preflight(self, concurrency: int) -> None:
+        if importlib.util.find_spec("xllamacpp") is None:
+            raise EngineError(INSTALL_HINT)
+        self.chat_format()  # the model file exists and is a GGUF with a tokenizer and template
+
     def build(self) -> LlamaCppEngine:
         return LlamaCppEngine(self)
 

