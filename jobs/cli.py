@@ -135,7 +135,7 @@ def run(
         "paper"
     ],
     engine: Annotated[
-        str, typer.Option(help="auto, llamacpp (embedded CPU engine) or openai (an OpenAI-compatible server).")
+        str, typer.Option(help="auto, llamacpp (embedded CPU), openai (an OpenAI-compatible server) or vllm (Ray Data LLM).")
     ] = "auto",
     model: Annotated[str | None, typer.Option(help="The engine's model: llamacpp, a GGUF file; openai, the served name.")] = None,
     base_url: Annotated[

@@ -43,6 +43,9 @@ def open_storage(location: str, s3_endpoint_url: str | None = None) -> Storage:
 class LocalStorage:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
+        # Checked now, not at the first write after the whole inference.
+        if self.root.exists() and not self.root.is_dir():
+            raise StorageError(f"output {root} is a file, not a folder")
 
     def uri(self, key: str) -> str:
         return str(self.root / key)

@@ -120,9 +120,10 @@ def test_schemas_commands():
     (["run", ".", "--model", "/no/model.gguf"], "/no/model.gguf"),
     (["run", str(EXAMPLES), "--engine", "vllm"], "the vllm engine needs the optional extra"),  # Ray up, then preflight
     (["run", str(EXAMPLES), "--engine", "vllm", "--engine-option", "model=x"], "set it as engine.model (--model)"),
+    (["run", str(EXAMPLES), "--out", str(EXAMPLES / "meeting-notes.md")], "meeting-notes.md is a file, not a folder"),
 ])  # fmt: skip
 def test_run_bad_arguments_fail_before_any_work(args, message, tmp_path):
-    proc = longctx(*args, "--out", str(tmp_path / "out"))
+    proc = longctx(*args, *([] if "--out" in args else ["--out", str(tmp_path / "out")]))
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
