@@ -9,12 +9,9 @@ import http.client
 import json
 import os
 import pickle
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -31,16 +28,11 @@ from pipelines.packer import PackSettings, pack_document
 from pipelines.prompt import SYSTEM
 from pipelines.records import Document, Unit
 from pipelines.user_schema import resolve_schema
+from tests.servers import free_port, serving
 
 SPEC = resolve_schema(str(Path(__file__).parent / "data" / "brief.schema.json"))
 KEY = "sk-test-0123456789abcdef"  # the server demands it; it must never show in configs or logs
 MAX_LEN = 2048
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -49,32 +41,8 @@ def server(tmp_path_factory) -> str:
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     cmd = [sys.executable, "-m", "tests.llama_server", default_model_path(), "smollm2", str(port), "8192"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "LLAMA_API_KEY": KEY})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama-server exited {proc.returncode}:\n{log.read_text()[-2000:]}")
-            try:
-                req = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
-                with urllib.request.urlopen(req, timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama-server not ready in 60 s:\n{log.read_text()[-2000:]}")
-            time.sleep(0.2)
+    with serving(cmd, f"http://127.0.0.1:{port}", log, 60, key=KEY, env={**os.environ, "LLAMA_API_KEY": KEY}) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class FaultProxy:

