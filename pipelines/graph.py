@@ -24,8 +24,8 @@ import pyarrow as pa
 import ray
 
 from pipelines import vllm_stage
-from pipelines.engines.base import EngineConfig
-from pipelines.infer import infer_windows, out_table
+from pipelines.engines.base import EngineConfig, EngineError
+from pipelines.infer import engine_failed, infer_windows, out_table
 from pipelines.ingest import IngestLimits
 from pipelines.packer import PackSettings
 from pipelines.plan import load_and_pack
@@ -72,17 +72,32 @@ def _row(doc_id: str, info: dict, window: int, windows: int, units: list, ids: l
 
 
 class InferActor:
-    """Holds one engine for its lifetime; Ray Data feeds it batches of window rows."""
+    """Holds one engine for its lifetime; Ray Data feeds it batches of window rows.
+
+    An engine that cannot start here, or that fails a whole batch (a server gone
+    past its client's retries), fails those windows with its one-line reason:
+    Ray Data neither restarts an actor whose code raises nor finishes a dataset
+    with a failed block, so raising would end the run and lose the documents in
+    flight. Their results say why, and ``--retry-failed`` redoes them."""
 
     def __init__(self, spec: GraphSpec):
         self.spec = spec
-        self.engine = spec.engine.build()
+        self.engine, self.broken = None, None
+        try:
+            self.engine = spec.engine.build()
+        except EngineError as e:
+            self.broken = str(e)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         for r in rows:
             r["prompt_ids"] = array("i", r.pop("prompt")).tolist()
-        return out_table(infer_windows(self.engine, self.spec.schema, self.spec.settings.max_model_len, rows))
+        if self.engine is not None:
+            try:
+                return out_table(infer_windows(self.engine, self.spec.schema, self.spec.settings.max_model_len, rows))
+            except EngineError as e:
+                return out_table(engine_failed(rows, str(e)))
+        return out_table(engine_failed(rows, f"the engine did not start: {self.broken}"))
 
 
 def run_graph(items: list[dict[str, Any]], spec: GraphSpec) -> Iterator[dict[str, Any]]:

@@ -42,13 +42,25 @@ def infer_windows(engine: Engine, schema: SchemaSpec, max_model_len: int, rows: 
     return out
 
 
+def engine_failed(rows: list[dict[str, Any]], reason: str) -> list[dict[str, Any]]:
+    """Window rows failed by the engine as a whole, each with its one-line reason; rows of
+    documents that failed before inference pass through unchanged."""
+    out = [dict(r) for r in rows]
+    for r in out:
+        if r["window"] >= 0:
+            c = Completion(r["request_id"], "", "error", len(r["prompt_ids"]), 0, error=" ".join(reason.split())[:500])
+            record_completion(r, c, None, attempt=1)
+    return out
+
+
 def larger_budget(max_model_len: int, prompt_tokens: int, max_tokens: int) -> int:
     """The output budget of a retry: RETRY_BUDGET_FACTOR times larger, within what the context leaves."""
     return min(max_model_len - prompt_tokens, max_tokens * RETRY_BUDGET_FACTOR)
 
 
-def record_completion(row: dict[str, Any], c: Completion, schema: SchemaSpec, attempt: int) -> None:
-    """Sets the row's data (validated JSON text) or error, with the raw text of a failure."""
+def record_completion(row: dict[str, Any], c: Completion, schema: SchemaSpec | None, attempt: int) -> None:
+    """Sets the row's data (validated JSON text) or error, with the raw text of a failure
+    (``schema`` None: an error completion, nothing to validate)."""
     row["attempts"] = attempt
     row["finish_reason"] = c.finish_reason
     row["completion_tokens"] = c.completion_tokens

@@ -55,6 +55,7 @@ class FaultProxy:
         self.upstream = upstream.removeprefix("http://")
         self.faults: list[int | str] = []
         self.reject_field: str | None = None
+        self.dead_after: int | None = None  # POSTs answered before it drops every connection, as a dead server
         self.hang_s = 10.0  # longer than any client timeout here
         self.seen: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -65,7 +66,7 @@ class FaultProxy:
 
     def reset(self) -> None:
         with self.lock:
-            self.faults, self.reject_field, self.seen = [], None, []
+            self.faults, self.reject_field, self.dead_after, self.seen = [], None, None, []
 
     def requests(self, path: str) -> list[dict[str, Any]]:
         return [r for r in self.seen if r["path"] == path]
@@ -91,6 +92,10 @@ class FaultProxy:
                 }
                 with proxy.lock:
                     proxy.seen.append(seen)
+                    posts = sum(r["path"] != "/v1/models" for r in proxy.seen)
+                    if proxy.dead_after is not None and self.command == "POST" and posts > proxy.dead_after:
+                        self.close_connection = True  # no answer at all: the client sees the connection drop
+                        return
                     fault = proxy.faults.pop(0) if proxy.faults and self.command == "POST" else None
                     reject = proxy.reject_field is not None and proxy.reject_field in seen["body"]
                 if fault == "hang":
@@ -309,6 +314,37 @@ def test_cli_run_against_a_server_serving_another_model_is_one_line(proxy, tmp_p
         f"error: openai: {proxy.url} does not serve 'llama' (served: smollm2; set --model)"
     ]
     assert not out.exists()
+
+
+def test_cli_run_through_a_server_that_dies_keeps_what_finished(proxy, tmp_path):
+    """The server dies after two answers: those documents are written, the rest fail with the
+    reason (the run is not lost), the manifest says so, and --retry-failed redoes only them."""
+    from tests.clirun import SMALL, longctx
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        (src / f"note{i}.md").write_text(f"# Note {i}\n\nThe team shipped part {i} of the parser.\n")
+    out = tmp_path / "out"
+    args = ["run", str(src), "--out", str(out), *SMALL, "--base-url", proxy.url, "--model", "smollm2", "--tokenizer", "gguf",
+            "--engine-option", "structured=json_schema", "--engine-option", "max_retries=0"]  # fmt: skip
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    proxy.dead_after = 2
+    proc = longctx(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    res = {p.name: json.loads(p.read_text()) for p in (out / "brief").glob("*.json")}
+    assert len(res) == 4 and sorted(r["status"] for r in res.values()) == ["failed", "failed", "ok", "ok"]
+    for r in res.values():
+        if r["status"] == "failed":
+            assert r["reason"] == f"1 window(s) failed: engine error: cannot reach {proxy.url}: Connection error.", r["reason"]
+    [manifest] = [json.loads(p.read_text()) for p in (out / "_runs").glob("*/manifest.json")]
+    assert manifest["counts"] == {"ok": 2, "partial": 0, "failed": 2, "skipped": 0}
+    proxy.dead_after = None  # back up: a retry of the failed ones, and only them
+    sent = len(proxy.requests("/v1/completions"))
+    proc = longctx(*args, "--retry-failed", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proxy.requests("/v1/completions")) == sent + 2
+    assert all(json.loads(p.read_text())["status"] == "ok" for p in (out / "brief").glob("*.json"))
 
 
 def test_cli_run_against_a_server_that_fails_first(proxy, tmp_path):

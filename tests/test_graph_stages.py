@@ -50,3 +50,30 @@ def test_too_small_a_context_is_a_failed_document_not_a_crash(tmp_path):
     tiny = GraphSpec(builtin_schema("paper"), engine, PackSettings(600, 256), IngestLimits())
     [row] = parse_and_pack(item(tmp_path / "a.pdf"), tiny)
     assert row["window"] == -1 and "leaves" in json.loads(row["doc"])["reason"]
+
+
+def test_an_engine_that_cannot_start_fails_its_windows_not_the_run(tmp_path):
+    """The inference actor with an engine whose model is gone (it was there at packing): every
+    window comes back failed with the reason, failed documents pass through, nothing raises."""
+    import dataclasses
+    import shutil
+
+    import pyarrow as pa
+
+    from pipelines.engines.llamacpp import default_model_path
+    from pipelines.graph import InferActor
+    from pipelines.infer import OUT_SCHEMA
+
+    gguf = shutil.copy(default_model_path(), tmp_path / "model.gguf")
+    good = dataclasses.replace(spec(), engine=engine_config("llamacpp", model=str(gguf), max_model_len=2048))
+    make_pdf(tmp_path / "a.pdf", lorem_pages(6, words_per_page=250))
+    make_corrupt_pdf(tmp_path / "bad.pdf")
+    rows = parse_and_pack(item(tmp_path / "a.pdf"), good) + parse_and_pack(item(tmp_path / "bad.pdf"), good)
+    (tmp_path / "model.gguf").unlink()
+    out = InferActor(good)(pa.Table.from_pylist(rows)).to_pylist()
+    assert len(out) == len(rows) and set(out[0]) == set(OUT_SCHEMA.names)
+    *windows, failed_doc = out
+    assert failed_doc["window"] == -1 and failed_doc["error"] is None and failed_doc["attempts"] == 0
+    for w in windows:
+        assert w["finish_reason"] == "error" and w["data"] is None and w["attempts"] == 1
+        assert w["error"] == f"engine error: the engine did not start: llamacpp model file not found: {gguf}"

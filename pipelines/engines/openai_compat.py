@@ -38,7 +38,9 @@ whitespace in JSON is a server setting (``disable_any_whitespace``).
 
 Retries (429, 5xx, timeouts, connection errors, with exponential backoff
 and Retry-After) are the openai client's. A request that still fails is an
-"error" completion; a server that cannot be reached at all raises.
+"error" completion, a server that cannot be reached too (its windows fail with the
+reason and the run goes on; ``--retry-failed`` redoes them); one that cannot be
+reached at start fails the preflight.
 The API key is read from ``OPENAI_API_KEY`` when the engine is built; the
 config, which travels to every worker, never holds it.
 """
@@ -176,8 +178,8 @@ class OpenAIEngine:
             text, reason, usage = self._call_or_unconstrained(r, key, constraint)
         except openai.APITimeoutError:
             return error(f"no answer within {self.config.timeout_s:g} s, {self.config.max_retries} retries")
-        except openai.APIConnectionError as e:  # down, after every retry: let the actor restart
-            raise EngineError(f"openai: cannot reach {self.config.base_url}: {e}") from None
+        except openai.APIConnectionError as e:  # down, after every retry: this window fails, the run goes on
+            return error(f"cannot reach {self.config.base_url}: {e}")
         except openai.APIStatusError as e:
             first_line = next((line for line in e.message.splitlines() if line.strip()), "")  # no server tracebacks
             retryable = e.status_code == 429 or e.status_code >= 500  # the client retried these
