@@ -9,7 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+import jobs
 from pipelines.run import RunReport
+
+MAX_IGNORED_SHOWN = 10
 
 
 class RunProgress:
@@ -58,11 +61,20 @@ def print_summary(console: Console, report: RunReport, engine: str, results: str
         table.add_row(f"documents {status}", str(counts[status]))
     table.add_row("prompt tokens", f"{sum(o.prompt_tokens for o in report.outcomes):,}")
     table.add_row("completion tokens", f"{sum(o.completion_tokens for o in report.outcomes):,}")
-    table.add_row("wall time", f"{report.wall_seconds:.1f} s")
+    table.add_row(
+        "wall time", f"{time.monotonic() - jobs.STARTED:.1f} s (the command so far; the run {report.wall_seconds:.1f} s)"
+    )
     table.add_row("engine", engine)
     table.add_row("manifest", report.manifest)
     console.print(table)
     for o in report.outcomes:
         if o.status in ("failed", "partial"):
             console.print(f"  [red]{o.status}[/red] {o.source}: {o.reason}", highlight=False)
-    console.print(f"results: {results}/", highlight=False)
+    for s in report.ignored[:MAX_IGNORED_SHOWN]:
+        console.print(f"  ignored {s.path} ({s.reason})", style="dim", highlight=False)
+    if len(report.ignored) > MAX_IGNORED_SHOWN:
+        console.print(f"  ... and {len(report.ignored) - MAX_IGNORED_SHOWN} more ignored (see the manifest)", style="dim")
+    if report.outcomes:
+        console.print(f"results: {results}/", highlight=False)
+    else:
+        console.print("no documents to extract: no results written", highlight=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -69,6 +70,9 @@ def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert {p: p.stat().st_mtime_ns for p in (out / "brief").rglob("*.json")} == stamps
     assert manifests(out)[-1]["counts"] == {"ok": 0, "partial": 0, "failed": 0, "skipped": 3}
+    # The summary's wall time is the command's (Ray's start-up included), not the empty run's.
+    [wall] = re.findall(r"wall time\s+([\d.]+) s", proc.stdout)
+    assert float(wall) >= 1.0 and "the run 0." in proc.stdout
 
     # A changed document, and only it, is redone.
     (corpus / "notes.md").write_text("# Weekly notes\n\nThe team shipped the packer.\n")
@@ -84,6 +88,18 @@ def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
     assert [Path(s["source"]).name for s in last["sources"] if s["status"] != "skipped"] == ["broken.pdf"]
     assert "documents ok" in proc.stdout and "results:" in proc.stdout
     assert leftovers(out) == []
+
+
+def test_a_folder_with_nothing_to_extract_says_what_it_ignored(tmp_path: Path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    out = tmp_path / "out"
+    proc = longctx("run", str(src), "--out", str(out), *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert f"ignored {src / 'photo.png'} (" in text and "no documents to extract: no results written" in text
+    assert "results:" not in text and not (out / "brief").exists()
 
 
 def test_truncated_output_is_retried_then_recorded_with_raw_text(corpus: Path, tmp_path: Path):
