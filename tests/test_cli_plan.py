@@ -101,7 +101,7 @@ def test_plan_table_on_the_examples():
 ])  # fmt: skip
 def test_bad_arguments_are_one_line_without_traceback(args, message):
     proc = longctx(*args)
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # as the README says
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
 

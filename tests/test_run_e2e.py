@@ -77,12 +77,14 @@ def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
     # A changed document, and only it, is redone.
     (corpus / "notes.md").write_text("# Weekly notes\n\nThe team shipped the packer.\n")
     proc = longctx("run", str(corpus), "--out", str(out), *SMALL)
+    assert proc.returncode == 0, proc.stderr
     assert manifests(out)[-1]["counts"] == {"ok": 1, "partial": 0, "failed": 0, "skipped": 2}
     changed = [p for p in stamps if p.stat().st_mtime_ns != stamps[p]]
     assert [p.name for p in changed] == ["notes.md.json"]
 
     # --retry-failed redoes the failed one only.
     proc = longctx("run", str(corpus), "--out", str(out), *SMALL, "--retry-failed")
+    assert proc.returncode == 0, proc.stderr
     last = manifests(out)[-1]
     assert last["counts"] == {"ok": 0, "partial": 0, "failed": 1, "skipped": 2}
     assert [Path(s["source"]).name for s in last["sources"] if s["status"] != "skipped"] == ["broken.pdf"]
