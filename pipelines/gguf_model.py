@@ -114,8 +114,8 @@ def _read(path: str) -> GGUFVocab:
 
     try:
         reader = GGUFReader(path)
-    except (ValueError, OSError) as e:
-        raise GGUFError(f"{path}: not a readable GGUF file ({e})") from None
+    except (ValueError, OSError):  # gguf's own messages are about numpy arrays, not the file
+        raise GGUFError(f"{path}: not a readable GGUF file") from None
     kind = _field(reader, "tokenizer.ggml.model")
     if kind != "gpt2":
         raise GGUFError(f"{path}: tokenizer.ggml.model is {kind!r}; only byte-level BPE ('gpt2') vocabularies are read")

@@ -13,15 +13,9 @@ import urllib.request
 def _server(path: str):
     import xllamacpp
 
-    params = xllamacpp.CommonParams()
-    params.model.path = path
-    params.n_ctx = 512
-    params.n_parallel = 1
-    params.cpuparams.n_threads = 1
-    params.cpuparams_batch.n_threads = 1
-    params.verbosity = -1
-    params.warmup = False
-    return xllamacpp.Server(params)
+    from tests.llama_server import params
+
+    return xllamacpp.Server(params(path, 512))
 
 
 def _post(path: str, endpoint: str, body: dict) -> dict:

@@ -118,7 +118,7 @@ def test_schemas_commands():
     (["run", ".", "--engine", "gpt9"], "unknown engine 'gpt9'"),
     (["run", ".", "--schema", "nope"], "unknown schema"),
     (["run", ".", "--model", "/no/model.gguf"], "/no/model.gguf"),
-    (["run", str(EXAMPLES), "--engine", "vllm"], "the vllm engine needs the optional extra"),  # Ray up, then preflight
+    (["run", str(EXAMPLES), "--engine", "vllm"], "pip install 'longctx[vllm]'"),  # Ray up, then preflight
     (["run", str(EXAMPLES), "--engine", "vllm", "--engine-option", "model=x"], "set it as engine.model (--model)"),
     (["run", str(EXAMPLES), "--out", str(EXAMPLES / "meeting-notes.md")], "meeting-notes.md is a file, not a folder"),
 ])  # fmt: skip
