@@ -154,6 +154,9 @@ def run(
     concurrency: Annotated[int, typer.Option(min=1, help="Inference actors (engines) to run.")] = 1,
     address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting a local one.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Also redo documents whose stored result failed.")] = False,
+    wait_for_lease: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait while another run writes to --out; default: refuse at once.")
+    ] = 0,
     s3_endpoint_url: Annotated[
         str | None, typer.Option(help="S3-compatible store (MinIO, ...); default: AWS, or $AWS_ENDPOINT_URL.")
     ] = None,
@@ -179,7 +182,7 @@ def run(
         },  # fmt: skip
         "packing": {"max_output_tokens": max_output_tokens},
         "s3": {"endpoint_url": s3_endpoint_url},
-        "run": {"retry_failed": retry_failed},
+        "run": {"retry_failed": retry_failed, "wait_for_lease_s": wait_for_lease},
     }
     run_job(data, "options", address or "local")
 
@@ -192,15 +195,31 @@ def run_job(data: dict, origin: str, address: str | None) -> None:
         job = prepare(validate_job(data, origin))
     except JobError as e:
         raise fail(str(e)) from None
-    from jobs.runner import execute  # imports Ray: only once the job is known to be good
+    from jobs.runner import RayStartError, execute  # imports Ray: only once the job is known to be good
     from pipelines.engines import EngineError
+    from pipelines.lease import LeaseHeld
+    from pipelines.run import RunStopped
+    from pipelines.storage import OutputError
 
     try:
         execute(job, out, address)
-    except EngineError as e:  # the engine's preflight: before anything was written
+    except (EngineError, RayStartError, LeaseHeld) as e:  # before anything was written
         raise fail(str(e)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted: finished documents are saved; run the same command again to do the rest") from None
+    except RunStopped as e:
+        counts = e.report.counts()
+        done = f"{counts['ok'] + counts['partial'] + counts['failed']} written, {counts['not_reached']} not reached"
+        where = f"manifest {e.report.manifest}" if e.report.manifest else "no manifest"
+        again = "run the same command again to do the rest"
+        if str(e) == "interrupted":
+            err.print(f"interrupted: {done} ({where}); {again}", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        err.print(f"run stopped: {done} ({where}); {again}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OutputError as e:  # before the run started: the output cannot be read or cleaned up
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:  # before the run started
+        raise fail("interrupted before any document was written") from None
     # A failed document is recorded, not fatal: the run itself succeeded.
 
 

@@ -57,15 +57,18 @@ class RunProgress:
 def print_summary(console: Console, report: RunReport, engine: str, results: str) -> None:
     counts = report.counts()
     table = Table(title=f"run {report.run_id}", show_header=False, box=None)
-    for status in ("ok", "partial", "failed", "skipped"):
-        table.add_row(f"documents {status}", str(counts[status]))
+    for status in ("ok", "partial", "failed", "skipped", "not_reached"):
+        if counts[status] or status != "not_reached":
+            table.add_row(f"documents {status.replace('_', ' ')}", str(counts[status]))
     table.add_row("prompt tokens", f"{sum(o.prompt_tokens for o in report.outcomes):,}")
     table.add_row("completion tokens", f"{sum(o.completion_tokens for o in report.outcomes):,}")
     table.add_row(
         "wall time", f"{time.monotonic() - jobs.STARTED:.1f} s (the command so far; the run {report.wall_seconds:.1f} s)"
     )
     table.add_row("engine", engine)
-    table.add_row("manifest", report.manifest)
+    table.add_row("manifest", report.manifest or "not written")
+    if report.stopped:
+        table.add_row("stopped", report.stopped)
     console.print(table)
     for o in report.outcomes:
         if o.status in ("failed", "partial"):

@@ -17,16 +17,35 @@ from rich.console import Console  # noqa: E402
 from jobs.progress import RunProgress, print_summary  # noqa: E402
 from pipelines.graph import GraphSpec  # noqa: E402
 from pipelines.job import PreparedJob  # noqa: E402
-from pipelines.run import RunOptions, RunReport, run_extraction  # noqa: E402
+from pipelines.lease import hold_output  # noqa: E402
+from pipelines.run import RunOptions, RunReport, RunStopped, run_extraction  # noqa: E402
+from pipelines.storage import one_line  # noqa: E402
 
 
-def start_ray(address: str | None) -> None:
-    """``"local"``: a private instance on this machine (never one found running here);
-    an address joins that cluster; None is ``ray.init()``'s own choice, which inside a
-    submitted job is the job's cluster."""
+class RayStartError(RuntimeError):
+    """Ray did not start, or its cluster could not be joined; one line."""
+
+
+def start_ray(address: str | None, attempts: int = 2) -> None:
+    """``"local"``: a private instance on this machine (never one found running here),
+    started again once if it fails (it can time out on a busy machine); an address
+    joins that cluster; None is ``ray.init()``'s own choice, which inside a submitted
+    job is the job's cluster."""
     # Ray's start-up warnings are for cluster operators; errors still show.
     extra = {"include_dashboard": False} if address == "local" else {}
-    ray.init(address=address, logging_level=logging.ERROR, **extra)
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, **extra)
+            break
+        except Exception as e:  # noqa: BLE001 - ray.init raises ConnectionError, RuntimeError, TimeoutError, ...
+            ray.shutdown()
+            if address != "local":
+                hint = "check --address, and that RAY_AUTH_TOKEN is the cluster's token where it requires one"
+                where = address or "RAY_ADDRESS"
+                raise RayStartError(f"cannot join the Ray cluster at {where}: {one_line(e)} ({hint})") from None
+            if attempt == attempts:
+                hint = "free some memory or CPU, or stop stale Ray processes (ray stop), then run again"
+                raise RayStartError(f"Ray did not start on this machine ({attempts} tries): {one_line(e)} ({hint})") from None
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours shows documents, windows and tokens
     ctx.print_on_execution_start = False
@@ -35,19 +54,31 @@ def start_ray(address: str | None) -> None:
 
 def execute(job: PreparedJob, console: Console, address: str | None = None) -> list[RunReport]:
     """One run per schema, in order; each writes its results and its own manifest.
-    Raises KeyboardInterrupt through (finished documents are saved)."""
-    options = RunOptions(retry_failed=job.job.run.retry_failed, label=job.job.run.label)
+    RunStopped when a run ends early (finished documents are saved, the manifest says which were
+    not reached), after its summary; RayStartError, EngineError and LeaseHeld before anything is written."""
+    run = job.job.run
+    options = RunOptions(run.retry_failed, run.label, run.wait_for_lease_s, run.lease_ttl_s)
     engine = f"{job.engine.name} ({job.engine_reason}), model {job.engine.model_id}"
     reports = []
-    start_ray(address)
-    try:
-        job.engine.preflight(job.job.engine.concurrency)  # EngineError: one line, nothing written
-        for schema in job.schemas:
-            graph = GraphSpec(schema, job.engine, job.settings, job.job.limits, job.job.engine.concurrency)
-            with RunProgress(console) as progress:
-                report = run_extraction(job.refs, graph, job.storage, options, job.ignored, progress)
-            print_summary(console, report, engine, job.storage.uri(schema.name))
-            reports.append(report)
-    finally:
-        ray.shutdown()
+
+    def waiting(held: dict) -> None:
+        console.print(f"waiting for another run ({held.get('holder')} on {held.get('host')}) to finish with this output")
+
+    # The output is held before Ray starts: a second run refuses (or waits) at once.
+    with hold_output(job.storage, run.lease_ttl_s, run.wait_for_lease_s, waiting) as lease:
+        start_ray(address)
+        try:
+            job.engine.preflight(job.job.engine.concurrency)  # EngineError: one line, nothing written
+            for schema in job.schemas:
+                graph = GraphSpec(schema, job.engine, job.settings, job.job.limits, job.job.engine.concurrency)
+                try:
+                    with RunProgress(console) as progress:
+                        report = run_extraction(job.refs, graph, job.storage, options, job.ignored, progress, lease)
+                except RunStopped as e:
+                    print_summary(console, e.report, engine, job.storage.uri(schema.name))
+                    raise
+                print_summary(console, report, engine, job.storage.uri(schema.name))
+                reports.append(report)
+        finally:
+            ray.shutdown()
     return reports

@@ -52,6 +52,8 @@ class S3Spec(_Section):
 class RunSpec(_Section):
     retry_failed: bool = Field(False, description="also redo documents whose stored result failed")
     label: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="prefix of the run id, e.g. nightly")
+    wait_for_lease_s: float = Field(0, ge=0, description="wait this long for another run on the same output, then refuse")
+    lease_ttl_s: float = Field(600, ge=4, description="a run's lease on its output expires this long after its last renewal")
 
 
 class JobSpec(_Section):

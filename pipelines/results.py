@@ -7,10 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.chat import ChatFormat
+from pipelines.ingest.limits import IngestLimits
 from pipelines.merge import merge_extractions
 from pipelines.records import SourceRef
 
@@ -22,9 +24,10 @@ def result_key(schema: str, ref: SourceRef) -> str:
     return f"{schema}/{ref.rel_path}.json"
 
 
-def source_key(ref: SourceRef) -> str:
+def source_key(ref: SourceRef) -> str | None:
     """What changes when the source changes: the bytes of a file; for a
-    checkout, every file's path, size and modification time (but .git)."""
+    checkout, every file's path, size and modification time (but .git).
+    None when the source cannot be read now: such a document is always redone."""
     if ref.version is not None:  # known from the listing (S3), no need to read anything
         return ref.version
     path = Path(ref.uri)
@@ -44,9 +47,27 @@ def source_key(ref: SourceRef) -> str:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-    except OSError as e:  # unreadable now: never matches, so it is redone and fails with its reason
-        return f"unreadable:{e.strerror}"
+    except OSError:  # unreadable now: no fingerprint, so it is redone (and fails with its reason)
+        return None
     return "sha256:" + h.hexdigest()
+
+
+def chat_format_id(chat: ChatFormat) -> str:
+    """The tokenizer and chat template that prompts are packed with, by what they produce:
+    a probe's token ids (special-token text, whitespace, CJK, code) and the tokenizer's name."""
+    ids = chat.encode("probe: system", ["probe <|eot_id|> <|im_end|>\n\n\t  漢字 def f(x):\n    return x"])
+    return chat.tokenizer.name + ":" + hashlib.sha256(str(ids).encode()).hexdigest()[:16]
+
+
+# Bounds of the parse sandbox decide only whether a parse finishes, not what it yields:
+# a document failed by one is redone with --retry-failed, the others stay current.
+_RESOURCE_LIMITS = ("parse_timeout_s", "parse_memory_bytes")
+
+
+def limits_id(limits: IngestLimits) -> str:
+    """The ingest limits that change what a document's text is (cut pages, skipped files, ...)."""
+    kept = {k: v for k, v in asdict(limits).items() if k not in _RESOURCE_LIMITS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +77,17 @@ class RunIdentity:
     schema: str
     schema_hash: str
     model: str
+    chat_format: str  # chat_format_id
     prompt_version: str
     max_model_len: int
     max_output_tokens: int
+    limits: str  # limits_id
 
-    def fingerprint(self, source: str) -> str:
-        parts = [source, self.schema_hash, self.model, self.prompt_version, str(self.max_model_len), str(self.max_output_tokens)]
+    def fingerprint(self, source: str | None) -> str | None:
+        """None for a source that could not be read: it never matches, so it is redone."""
+        if source is None:
+            return None
+        parts = [source, *(str(v) for v in astuple(self))]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 

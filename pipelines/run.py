@@ -4,7 +4,10 @@ each document as soon as its windows are in, then the run manifest.
 Exactly once from at-least-once delivery: window rows are de-duplicated by
 (document, window), each result is written atomically at a key derived from
 its source, and a rerun skips every document whose stored fingerprint
-matches. A killed run resumes where it stopped.
+matches. A killed run resumes where it stopped. One run at a time holds the
+output (``pipelines/lease.py``). A run that stops early (the output store
+fails, the lease is lost, Ctrl-C) still writes its manifest, with every
+document it did not finish as ``not_reached``.
 """
 
 from __future__ import annotations
@@ -19,23 +22,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.graph import GraphSpec, run_graph
+from pipelines.lease import Lease, hold_output
 from pipelines.prompt import PROMPT_VERSION
 from pipelines.records import Skipped, SourceRef
-from pipelines.results import RunIdentity, document_result, result_key, source_key
-from pipelines.storage import Storage
+from pipelines.results import RunIdentity, chat_format_id, document_result, limits_id, result_key, source_key
+from pipelines.storage import OutputError, Storage, one_line
 
 
 @dataclass(frozen=True)
 class RunOptions:
     retry_failed: bool = False  # also redo documents whose stored result failed
     label: str | None = None  # prefix of the run id (and so of its manifest's folder), e.g. "nightly"
+    wait_for_lease_s: float = 0.0  # how long to wait for another run on the same output; then refuse
+    lease_ttl_s: float = 600.0  # a lease not renewed for this long is another run's to take
+
+
+STATUSES = ("ok", "partial", "failed", "skipped", "not_reached")
 
 
 @dataclass
 class DocOutcome:
     source: str
     doc_id: str
-    status: str  # ok | partial | failed | skipped
+    status: str  # one of STATUSES
     reason: str | None
     result: str  # the result's location
     prompt_tokens: int = 0
@@ -49,12 +58,22 @@ class RunReport:
     ignored: list[Skipped] = field(default_factory=list)
     wall_seconds: float = 0.0
     manifest: str = ""
+    stopped: str | None = None  # why the run ended before every document was done
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(("ok", "partial", "failed", "skipped"), 0)
+        counts = dict.fromkeys(STATUSES, 0)
         for o in self.outcomes:
             counts[o.status] += 1
         return counts
+
+
+class RunStopped(RuntimeError):
+    """The run ended early; its manifest (when the store allowed it) says which documents
+    were finished and which were not reached. The message is one line."""
+
+    def __init__(self, message: str, report: RunReport):
+        super().__init__(message)
+        self.report = report
 
 
 # progress(event, info): "start" {documents, to_do}, "window" {prompt_tokens, completion_tokens}, "document" {outcome}
@@ -66,9 +85,11 @@ def identity(spec: GraphSpec) -> RunIdentity:
         schema=spec.schema.name,
         schema_hash=spec.schema.hash,
         model=spec.engine.model_id,
+        chat_format=chat_format_id(spec.engine.chat_format()),
         prompt_version=PROMPT_VERSION,
         max_model_len=spec.settings.max_model_len,
         max_output_tokens=spec.settings.output_tokens(spec.schema),
+        limits=limits_id(spec.limits),
     )
 
 
@@ -79,12 +100,51 @@ def run_extraction(
     options: RunOptions = RunOptions(),
     ignored: list[Skipped] | None = None,
     progress: Progress = lambda event, info: None,
+    lease: Lease | None = None,
 ) -> RunReport:
+    """RunStopped when the run ends early (its manifest written where the store allows).
+    ``lease``: the caller's, on ``out``; else the run takes its own (LeaseHeld when another
+    run holds the output: nothing is written then)."""
     started = time.time()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]  # sorts by start time
     report = RunReport(run_id=f"{options.label}-{run_id}" if options.label else run_id, ignored=ignored or [])
     ident = identity(spec)
-    out.remove_temporaries()  # what a killed run left half-written
+    own = lease is None
+    lease = lease or hold_output(out, options.lease_ttl_s, options.wait_for_lease_s)
+    try:
+        todo: list[dict[str, Any]] = []
+        try:
+            out.remove_temporaries()  # what a killed run left half-written: none is a live run's, as we hold the lease
+            todo = _to_do(refs, spec, ident, out, options, report)
+            progress("start", {"documents": len(refs), "to_do": len(todo)})
+            _run_graph(todo, spec, ident, out, lease, report, progress)
+        except (OutputError, KeyboardInterrupt) as e:
+            report.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else one_line(e)
+            finished = {o.doc_id for o in report.outcomes}
+            keys = {t["doc_id"]: t["result_key"] for t in todo}
+            for ref in refs:  # every source gets a status, even when the stop came before the listing was checked
+                if ref.doc_id not in finished:
+                    key = keys.get(ref.doc_id) or result_key(spec.schema.name, ref)
+                    report.outcomes.append(DocOutcome(ref.uri, ref.doc_id, "not_reached", report.stopped, out.uri(key)))
+        report.wall_seconds = time.time() - started
+        try:
+            report.manifest = _write_manifest(report, spec, ident, out, started, options)
+        except OutputError as e:
+            if not report.stopped:
+                raise RunStopped(one_line(e), report) from None
+            raise RunStopped(f"{report.stopped}; the manifest could not be written either: {one_line(e)}", report) from None
+    finally:
+        if own:
+            lease.release()
+    if report.stopped:
+        raise RunStopped(report.stopped, report)
+    return report
+
+
+def _to_do(
+    refs: list[SourceRef], spec: GraphSpec, ident: RunIdentity, out: Storage, options: RunOptions, report: RunReport
+) -> list[dict[str, Any]]:
+    """The documents to run; the others are recorded skipped (their stored result is current)."""
     with ThreadPoolExecutor(8) as pool:  # hashing releases the GIL
         keys = list(pool.map(source_key, refs))
     todo: list[dict[str, Any]] = []
@@ -95,15 +155,26 @@ def run_extraction(
             rkey = rkey.removesuffix(".json") + f".{ref.doc_id.rsplit('-', 1)[-1]}.json"
         taken.add(rkey)
         stored = out.read_json(rkey)
-        unchanged = stored is not None and stored.get("fingerprint") == ident.fingerprint(key)
+        unchanged = key is not None and isinstance(stored, dict) and stored.get("fingerprint") == ident.fingerprint(key)
         if unchanged and not (options.retry_failed and stored.get("status") == "failed"):
             reason = f"unchanged; stored result is {stored.get('status')}"
             report.outcomes.append(DocOutcome(ref.uri, ref.doc_id, "skipped", reason, out.uri(rkey)))
             continue
-        todo.append({"ref": json.dumps(asdict(ref)), "source_key": key, "result_key": rkey})
-    progress("start", {"documents": len(refs), "to_do": len(todo)})
-    result_keys = {SourceRef(**json.loads(t["ref"])).doc_id: t["result_key"] for t in todo}
+        todo.append({"ref": json.dumps(asdict(ref)), "source_key": key, "result_key": rkey, "doc_id": ref.doc_id})
+    return todo
 
+
+def _run_graph(
+    todo: list[dict[str, Any]],
+    spec: GraphSpec,
+    ident: RunIdentity,
+    out: Storage,
+    lease: Lease,
+    report: RunReport,
+    progress: Progress,
+) -> None:
+    """Merge and write each document as soon as its windows are in."""
+    result_keys = {t["doc_id"]: t["result_key"] for t in todo}
     pending: dict[str, dict[int, dict[str, Any]]] = {}
     for row in run_graph([{"ref": t["ref"], "source_key": t["source_key"]} for t in todo], spec):
         windows = pending.setdefault(row["doc_id"], {})
@@ -113,15 +184,12 @@ def run_extraction(
         if row["window"] >= 0:
             progress("window", {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"]})
         if len(windows) == max(row["windows"], 1):
+            lease.check()
             outcome = _finish(pending.pop(row["doc_id"]), spec, ident, out, result_keys[row["doc_id"]])
             report.outcomes.append(outcome)
             progress("document", {"outcome": outcome})
     if pending:  # not expected: the graph delivers every window or raises
         raise RuntimeError(f"run ended with incomplete documents: {sorted(pending)}")
-
-    report.wall_seconds = time.time() - started
-    report.manifest = _write_manifest(report, spec, ident, out, started, options)
-    return report
 
 
 def _finish(windows: dict[int, dict[str, Any]], spec: GraphSpec, ident: RunIdentity, out: Storage, key: str) -> DocOutcome:
@@ -153,6 +221,7 @@ def _write_manifest(
             "label": options.label,
             "limits": asdict(spec.limits),
         },
+        "stopped": report.stopped,
         "counts": report.counts(),
         "tokens": {
             "prompt": sum(o.prompt_tokens for o in report.outcomes),

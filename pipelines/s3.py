@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from pipelines.storage import StorageError
+from pipelines.storage import OutputError, StorageError, one_line, to_json
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 rejects smaller parts, but the last
 DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -28,6 +29,8 @@ DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
 # Lenient on purpose (dots, legacy names): S3 itself is the final judge.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]")
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+# A conditional write that lost: the object changed (412), or another conditional write is in progress (409).
+_CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -52,6 +55,12 @@ def error_text(e: ClientError) -> str:
     """S3's own words for a failed request: ``NoSuchKey: The specified key does not exist.``"""
     err = e.response.get("Error", {})
     return f"{err.get('Code', '?')}: {err.get('Message', '')}".strip()
+
+
+def _why(e: Exception) -> str:
+    if isinstance(e, S3UploadFailedError) and isinstance(e.__context__, ClientError):
+        e = e.__context__
+    return error_text(e) if isinstance(e, ClientError) else one_line(e)
 
 
 def is_missing(e: ClientError) -> bool:
@@ -150,42 +159,82 @@ class S3Storage:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def read_json(self, key: str) -> dict[str, Any] | None:
-        """The stored object, or None when absent or unreadable (then it is redone)."""
+    def read_json(self, key: str) -> Any | None:
+        got = self._get(key)
         try:
-            data = _read_all(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"])
-        except ClientError as e:
-            if is_missing(e):
-                return None
-            raise  # access denied, throttled past retries, ...: not "absent", so never silently redo
-        try:
-            return json.loads(data)
+            return None if got is None else json.loads(got[0])
         except ValueError:
             return None
 
     def write_json(self, key: str, obj: Any) -> None:
         # A PUT (or a completed multipart upload) is atomic: readers see the old
         # object or the whole new one, never a partial one. No temporaries needed.
-        data = json.dumps(obj, ensure_ascii=False, indent=1).encode()
-        self.client.upload_fileobj(
-            io.BytesIO(data),
-            self.bucket,
-            self._key(key),
-            ExtraArgs={"ContentType": "application/json"},
-            Config=self.transfer,
-        )
+        try:
+            self.client.upload_fileobj(
+                io.BytesIO(to_json(obj)),
+                self.bucket,
+                self._key(key),
+                ExtraArgs={"ContentType": "application/json"},
+                Config=self.transfer,
+            )
+        except (ClientError, BotoCoreError, S3UploadFailedError) as e:
+            raise OutputError(f"cannot write {self.uri(key)}: {_why(e)}") from None
+
+    def read_versioned(self, key: str) -> tuple[Any, str] | None:
+        got = self._get(key)
+        return None if got is None else (json.loads(got[0]), got[1])
+
+    def write_if(self, key: str, obj: Any, version: str | None) -> str | None:
+        condition = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
+        try:
+            resp = self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=to_json(obj), ContentType="application/json", **condition
+            )
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _CONDITION_FAILED | _MISSING:
+                return None
+            raise OutputError(f"cannot write {self.uri(key)}: {_why(e)}") from None
+        except BotoCoreError as e:
+            raise OutputError(f"cannot write {self.uri(key)}: {_why(e)}") from None
+        return resp["ETag"].strip('"')
+
+    def delete_if(self, key: str, version: str) -> bool:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=version)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _CONDITION_FAILED | _MISSING:
+                return False
+            raise OutputError(f"cannot delete {self.uri(key)}: {_why(e)}") from None
+        except BotoCoreError as e:
+            raise OutputError(f"cannot delete {self.uri(key)}: {_why(e)}") from None
+        return True
+
+    def _get(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag; None when absent; anything else (access denied,
+        throttled past the retries, no such bucket) is an OutputError, never "absent"."""
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return _read_all(resp["Body"]), resp["ETag"].strip('"')
+        except ClientError as e:
+            if is_missing(e):
+                return None
+            raise OutputError(f"cannot read {self.uri(key)}: {_why(e)}") from None
+        except BotoCoreError as e:
+            raise OutputError(f"cannot read {self.uri(key)}: {_why(e)}") from None
 
     def remove_temporaries(self) -> int:
         """Abort multipart uploads under the prefix that a killed run left; returns how many.
-
-        Their parts are invisible to readers but are billed until aborted.
-        """
+        Their parts are invisible to readers but are billed until aborted. Called only by
+        the run that holds the output's lease, so none of them is a live run's."""
         n = 0
-        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix)
-        for page in pages:
-            for up in page.get("Uploads", []):
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
-                n += 1
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix)
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                    n += 1
+        except (ClientError, BotoCoreError) as e:
+            raise OutputError(f"cannot clean up unfinished uploads under {self.uri('')}: {_why(e)}") from None
         return n
 
     def list_keys(self, prefix: str = "", page_size: int | None = None) -> Iterator[tuple[str, int, str]]:

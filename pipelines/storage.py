@@ -1,15 +1,20 @@
-"""Where results go. Local directories now; S3 implements the same methods.
+"""Where results go: a local directory, or S3 (``pipelines/s3.py``) behind the same methods.
 
 Writes are atomic: a reader sees the whole object or none of it. Keys are
-posix paths relative to the output root.
+posix paths relative to the output root. Conditional writes (``write_if``,
+``delete_if``) are compare-and-swap on a version token; the run's lease
+(``pipelines/lease.py``) is built on them.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,14 +25,38 @@ class StorageError(ValueError):
     """An output location that cannot be used (a malformed s3:// URI, ...)."""
 
 
+class OutputError(RuntimeError):
+    """A read or write of the output that failed (past the store's own retries); one line naming the object."""
+
+
 class Storage(Protocol):
     def uri(self, key: str) -> str: ...
 
-    def read_json(self, key: str) -> dict[str, Any] | None: ...
+    def read_json(self, key: str) -> Any | None:
+        """The stored object; None when there is none (or it is not JSON: then it is redone).
+        OutputError when it cannot be read (permissions, I/O, a store that keeps failing)."""
 
-    def write_json(self, key: str, obj: Any) -> None: ...
+    def write_json(self, key: str, obj: Any) -> None:
+        """Atomic; OutputError when it fails."""
+
+    def read_versioned(self, key: str) -> tuple[Any, str] | None:
+        """The stored object and its version token, or None."""
+
+    def write_if(self, key: str, obj: Any, version: str | None) -> str | None:
+        """Write only if the object is still at ``version`` (None: only if there is none);
+        the new version, or None when the condition failed."""
+
+    def delete_if(self, key: str, version: str) -> bool: ...
 
     def remove_temporaries(self) -> int: ...
+
+
+def to_json(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, indent=1).encode()
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300] or type(e).__name__
 
 
 def open_storage(location: str, s3_endpoint_url: str | None = None) -> Storage:
@@ -50,27 +79,73 @@ class LocalStorage:
     def uri(self, key: str) -> str:
         return str(self.root / key)
 
-    def read_json(self, key: str) -> dict[str, Any] | None:
-        """The stored object, or None when absent or unreadable (then it is redone)."""
+    def read_json(self, key: str) -> Any | None:
+        data = self._read(key)
         try:
-            return json.loads((self.root / key).read_text())
-        except (OSError, ValueError):
+            return None if data is None else json.loads(data)
+        except ValueError:
             return None
 
     def write_json(self, key: str, obj: Any) -> None:
-        path = self.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A temporary file in the same directory, then rename: atomic on POSIX.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        self._write(key, to_json(obj))
+
+    def read_versioned(self, key: str) -> tuple[Any, str] | None:
+        data = self._read(key)
+        return None if data is None else (json.loads(data), _digest(data))
+
+    def write_if(self, key: str, obj: Any, version: str | None) -> str | None:
+        data = to_json(obj)
+        with self._locked(key):
+            current = self._read(key)
+            if (None if current is None else _digest(current)) != version:
+                return None
+            self._write(key, data)
+        return _digest(data)
+
+    def delete_if(self, key: str, version: str) -> bool:
+        with self._locked(key):
+            current = self._read(key)
+            if current is None or _digest(current) != version:
+                return False
+            (self.root / key).unlink()
+        return True
+
+    def _read(self, key: str) -> bytes | None:
         try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(obj, f, ensure_ascii=False, indent=1)
+            return (self.root / key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:  # permissions, I/O: not "absent", so never silently redone
+            raise OutputError(f"cannot read {self.uri(key)}: {e.strerror or one_line(e)}") from None
+
+    def _write(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # A temporary file in the same directory, then rename: atomic on POSIX.
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        except OSError as e:
+            raise OutputError(f"cannot write {self.uri(key)}: {e.strerror or one_line(e)}") from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, OSError):  # a full disk, a permission taken away mid-run
+                raise OutputError(f"cannot write {self.uri(key)}: {e.strerror or one_line(e)}") from None
             raise
+
+    @contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """Makes a compare and its swap one step among the processes of this machine."""
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{path.name}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+            yield
 
     def remove_temporaries(self) -> int:
         """Delete temporary files a killed run left behind; returns how many."""
@@ -83,3 +158,7 @@ class LocalStorage:
     def _walk(self, pattern: str) -> Iterator[Path]:
         if self.root.exists():
             yield from self.root.rglob(pattern)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]

@@ -31,6 +31,7 @@ class _Fault:
     code: str
     method: str | None
     path_contains: str | None
+    after: int = 0  # matching requests served normally before the faults begin
 
 
 class S3Server:
@@ -55,15 +56,23 @@ class S3Server:
         self._thread.join()
 
     def fail_next(
-        self, count: int, status: int = 503, code: str = "SlowDown", method: str | None = None, path_contains: str | None = None
+        self,
+        count: int,
+        status: int = 503,
+        code: str = "SlowDown",
+        method: str | None = None,
+        path_contains: str | None = None,
+        after: int = 0,
     ) -> None:
-        """Answer the next ``count`` matching requests with this error instead of serving them."""
+        """Answer the next ``count`` matching requests (after the next ``after``) with this error instead of serving them."""
         with self._lock:
-            self._faults.append(_Fault(count, status, code, method, path_contains))
+            self._faults.append(_Fault(count, status, code, method, path_contains, after))
 
     def clear_faults(self) -> None:
+        """No faults, no held requests, and the fault counter back at zero."""
         with self._lock:
             self._faults.clear()
+            self.faults_served = 0
             for _, gate in self._holds:
                 gate.set()
             self._holds.clear()
@@ -79,6 +88,9 @@ class S3Server:
         with self._lock:
             for f in self._faults:
                 if f.remaining > 0 and f.method in (None, method) and (f.path_contains is None or f.path_contains in path):
+                    if f.after > 0:
+                        f.after -= 1
+                        continue
                     f.remaining -= 1
                     self.faults_served += 1
                     return f
@@ -99,7 +111,7 @@ class S3Server:
             f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{fault.code}</Code>"
             f"<Message>{MESSAGES.get(fault.code, fault.code)}</Message></Error>"
         ).encode()
-        reason = {500: "Internal Server Error", 503: "Service Unavailable"}.get(fault.status, "Error")
+        reason = {403: "Forbidden", 500: "Internal Server Error", 503: "Service Unavailable"}.get(fault.status, "Error")
         start_response(f"{fault.status} {reason}", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
         return [body]
 

@@ -338,7 +338,7 @@ def test_cli_run_through_a_server_that_dies_keeps_what_finished(proxy, tmp_path)
         if r["status"] == "failed":
             assert r["reason"] == f"1 window(s) failed: engine error: cannot reach {proxy.url}: Connection error.", r["reason"]
     [manifest] = [json.loads(p.read_text()) for p in (out / "_runs").glob("*/manifest.json")]
-    assert manifest["counts"] == {"ok": 2, "partial": 0, "failed": 2, "skipped": 0}
+    assert manifest["counts"] == {"ok": 2, "partial": 0, "failed": 2, "skipped": 0, "not_reached": 0}
     proxy.dead_after = None  # back up: a retry of the failed ones, and only them
     sent = len(proxy.requests("/v1/completions"))
     proc = longctx(*args, "--retry-failed", env=env)
@@ -379,7 +379,7 @@ def test_cli_run_against_a_server_that_fails_first(proxy, tmp_path):
     assert len(res["multi.pdf.json"]["windows"]) >= 2
     assert len(proxy.requests("/v1/completions")) == windows + 2  # every window once, plus the two refused tries
     [manifest] = [json.loads(p.read_text()) for p in (out / "_runs").glob("*/manifest.json")]
-    assert manifest["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0}
+    assert manifest["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0, "not_reached": 0}
     written = proc.stdout + proc.stderr + "".join(p.read_text() for p in out.rglob("*.json"))
     assert KEY not in written
     # A rerun sends nothing to the server.

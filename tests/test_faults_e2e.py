@@ -1,21 +1,21 @@
 """Faults in the middle of a run, end to end: a parsing worker killed, an
-inference actor killed, S3 answering throttling and 500s, the whole run
-killed. After each: exactly one result per input document, nothing partial
-or temporary left, the manifest's counts add up, and a rerun does nothing
-twice. Real parts: the loopback S3 server, local Ray, the embedded model,
-real SIGKILLs."""
+inference actor killed, S3 answering throttling and 500s, the output refusing
+writes, the whole run killed or interrupted, a second run on the same output.
+After each: exactly one result per input document, nothing partial or
+temporary left, the manifest's counts add up, and a rerun does nothing twice.
+Real parts: the loopback S3 server, local Ray, the embedded model, real
+signals."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import time
 import uuid
 
 import pytest
 
-from tests.clirun import LONGCTX, SMALL, longctx, s3_json, s3_keys
+from tests.clirun import LONGCTX, SMALL, longctx, s3_json, s3_keys, wait_until
 from tests.s3server import client_with_bucket
 
 BUCKET = "faults"
@@ -40,13 +40,6 @@ def uri(client) -> str:
 def start_run(uri: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([LONGCTX, "run", uri + "in/", "--out", uri + "out/", *SMALL], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
-def wait_until(condition, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def ray_workers(title: str) -> list[int]:
@@ -80,12 +73,12 @@ def assert_whole(client, uri: str, s3_env: dict[str, str]) -> None:
     etags = {k: client.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in s3_keys(client, BUCKET, prefix + "out/brief/")}
     proc = longctx("run", uri + "in/", "--out", uri + "out/", *SMALL, env=s3_env)
     assert proc.returncode == 0, proc.stderr
-    assert manifests(client, uri)[-1]["counts"] == {"ok": 0, "partial": 0, "failed": 0, "skipped": NOTES}
+    assert manifests(client, uri)[-1]["counts"] == {"ok": 0, "partial": 0, "failed": 0, "skipped": NOTES, "not_reached": 0}
     assert {k: client.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in etags} == etags
 
 
 def finish(proc: subprocess.Popen) -> None:
-    out, err = proc.communicate(timeout=600)
+    out, err = proc.communicate(timeout=540)
     assert proc.returncode == 0, err
     assert "Traceback" not in err, err
 
@@ -142,3 +135,74 @@ def test_a_killed_run_resumes_on_s3(uri, client, s3_env):
     [m] = manifests(client, uri)
     assert m["counts"]["skipped"] == len(first) and m["counts"]["ok"] == NOTES - len(first)
     assert_whole(client, uri, s3_env)
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_an_output_that_refuses_writes_stops_the_run_with_its_manifest(uri, client, s3, s3_env):
+    # The bucket's policy changes mid-run: every result PUT after the first is denied (403: not retried).
+    s3.fail_next(1000, 403, "AccessDenied", method="PUT", path_contains="/out/brief/", after=1)
+    proc = start_run(uri, s3_env)
+    _, err = proc.communicate(timeout=540)
+    assert proc.returncode == 1, err
+    assert "cannot write s3://faults/" in one_error_line(err) and "AccessDenied" in err
+    assert "run stopped: 1 written, 3 not reached (manifest s3://" in err
+    (manifest,) = manifests(client, uri)
+    assert manifest["counts"]["ok"] == 1 and manifest["counts"]["not_reached"] == NOTES - 1
+    assert len(manifest["sources"]) == NOTES and "AccessDenied" in manifest["stopped"]
+    assert len(results(client, uri)) == 1
+    s3.clear_faults()  # the policy is fixed: the same command does the rest
+    proc = longctx("run", uri + "in/", "--out", uri + "out/", *SMALL, env=s3_env)
+    assert proc.returncode == 0, proc.stderr
+    assert manifests(client, uri)[-1]["counts"] == {"ok": NOTES - 1, "partial": 0, "failed": 0, "skipped": 1, "not_reached": 0}
+    assert_whole(client, uri, s3_env)
+
+
+def test_ctrl_c_then_rerun_does_each_document_once(uri, client, s3_env):
+    proc = start_run(uri, s3_env)
+    wait_until(lambda: results(client, uri), "a first result")
+    os.kill(proc.pid, signal.SIGINT)  # Ctrl-C reaches the driver
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted: " in err and "run the same command again" in err
+    (manifest,) = manifests(client, uri)
+    written = manifest["counts"]["ok"]
+    assert manifest["stopped"] == "interrupted" and 1 <= written < NOTES
+    assert (
+        manifest["counts"]["not_reached"]
+        == NOTES - written
+        == len([s for s in manifest["sources"] if s["status"] == "not_reached"])
+    )
+    proc = longctx("run", uri + "in/", "--out", uri + "out/", *SMALL, env=s3_env)
+    assert proc.returncode == 0, proc.stderr
+    counts = manifests(client, uri)[-1]["counts"]
+    assert counts["ok"] == NOTES - written and counts["skipped"] == written  # none done twice, none left
+    assert_whole(client, uri, s3_env)
+
+
+def test_two_runs_on_one_output(uri, client, s3_env):
+    prefix = uri.removeprefix(f"s3://{BUCKET}/")
+    first = start_run(uri, s3_env)
+    wait_until(lambda: s3_keys(client, BUCKET, prefix + "out/_runs/_lease.json"), "the first run's lease")
+    # An upload of the first run in flight (as a large result's multipart upload would be).
+    upload = client.create_multipart_upload(Bucket=BUCKET, Key=prefix + "out/brief/big.json")
+    second = longctx("run", uri + "in/", "--out", uri + "out/", *SMALL, env=s3_env, timeout=120)
+    assert second.returncode == 2, second.stderr
+    assert "is in use by another run" in one_error_line(second.stderr) and "--wait-for-lease" in second.stderr
+    uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", [])
+    assert [u["UploadId"] for u in uploads] == [upload["UploadId"]]  # the refused run touched nothing
+    waiting = subprocess.Popen([LONGCTX, "run", uri + "in/", "--out", uri + "out/", *SMALL, "--wait-for-lease", "600"],
+                               env=s3_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    finish(first)
+    out, err = waiting.communicate(timeout=540)
+    assert waiting.returncode == 0, err
+    assert "waiting for another run" in out
+    runs = manifests(client, uri)
+    assert [m["counts"]["ok"] for m in runs] == [NOTES, 0]  # the first did every note, the one that waited none
+    assert runs[1]["counts"]["skipped"] == NOTES
+    assert_whole(client, uri, s3_env)  # the waiting run, holding the lease, cleaned up what the first left

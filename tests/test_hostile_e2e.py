@@ -6,7 +6,6 @@ and no secret value reaches a result or the manifest."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import yaml
@@ -37,10 +36,8 @@ def test_the_hostile_corpus_runs_to_one_result_each(tmp_path: Path):
         "engine": {"name": "llamacpp", "max_model_len": 2048}, "limits": LIMITS,
     }))  # fmt: skip
     before = snapshot(tmp_path, out)
-    started = time.monotonic()
-    proc = extract("--config", str(job), timeout=900)
+    proc = extract("--config", str(job))
     assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - started < 600
 
     [manifest] = [json.loads(p.read_text()) for p in (out / "_runs").glob("*/manifest.json")]
     sources = {Path(s["source"]).relative_to(corpus).as_posix(): s for s in manifest["sources"]}

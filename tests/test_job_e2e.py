@@ -90,7 +90,7 @@ def test_s3_in_and_out_match_a_local_run(corpus, client, s3, s3_env, local_run):
     assert f"{uri}out/brief" in proc.stdout
     assert_same(s3_results(client, prefix), local_run)
     [m] = manifests(client, prefix)
-    assert m["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0}
+    assert m["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0, "not_reached": 0}
     assert {s["source"] for s in m["sources"]} == {uri + "in/notes.md", uri + "in/broken.pdf", uri + "in/tool/"}
     # The incremental rerun works on S3 as on disk: nothing redone, nothing rewritten.
     etags = {k: client.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in s3_keys(client, BUCKET, prefix + "out/brief/")}

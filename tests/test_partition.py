@@ -41,10 +41,7 @@ def test_rejects_a_unit_over_budget():
         balanced_partition([5, 50], 40)
 
 
-def test_many_small_units_are_fast():
-    import time
-
-    sizes = [random.Random(0).randint(50, 3000) for _ in range(50_000)]
-    t = time.perf_counter()
-    check(sizes, 120_000)
-    assert time.perf_counter() - t < 5
+def test_many_small_units():
+    # How the time grows with the units is bench/scaling.py's.
+    rng = random.Random(0)
+    check([rng.randint(50, 3000) for _ in range(50_000)], 120_000)

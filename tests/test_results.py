@@ -1,12 +1,20 @@
+import dataclasses
 import json
 
+import pytest
+
+from pipelines.chat import Llama31Chat
+from pipelines.gguf_model import gguf_chat
+from pipelines.ingest import IngestLimits
 from pipelines.records import SourceRef
-from pipelines.results import RunIdentity, document_result, result_key, source_key
-from pipelines.storage import TEMP_SUFFIX, LocalStorage
+from pipelines.results import RunIdentity, chat_format_id, document_result, limits_id, result_key, source_key
+from pipelines.storage import TEMP_SUFFIX, LocalStorage, OutputError
+from pipelines.tokenizer import llama3_tokenizer
 from schemas import builtin_schema
+from tests.ggufgen import write_llama3_gguf
 
 SPEC = builtin_schema("repo")
-IDENT = RunIdentity("repo", SPEC.hash, "m", "1", 8192, 100)
+IDENT = RunIdentity("repo", SPEC.hash, "m", "llama-3.1:x", "1", 8192, 100, "l")
 GOOD = {"name": "x", "purpose": "p", "languages": ["py"], "components": [], "entry_points": [], "dependencies": [], "risks": []}
 DOC = {
     "source": "/in/x.zip",
@@ -40,8 +48,26 @@ def test_fingerprint_changes_with_each_input():
     base = IDENT.fingerprint("k")
     assert base == IDENT.fingerprint("k")
     assert base != IDENT.fingerprint("k2")
-    assert base != RunIdentity("repo", SPEC.hash, "other-model", "1", 8192, 100).fingerprint("k")
-    assert base != RunIdentity("repo", SPEC.hash, "m", "2", 8192, 100).fingerprint("k")
+    for field, other in (("model", "other"), ("chat_format", "qwen2:y"), ("prompt_version", "2"), ("max_model_len", 4096),
+                         ("max_output_tokens", 200), ("limits", "l2"), ("schema_hash", "h")):  # fmt: skip
+        assert base != dataclasses.replace(IDENT, **{field: other}).fingerprint("k"), field
+    assert IDENT.fingerprint(None) is None  # an unreadable source: never "unchanged"
+
+
+def test_limits_that_change_the_text_change_the_fingerprint():
+    base = limits_id(IngestLimits())
+    assert base != limits_id(IngestLimits(max_page_chars=1000))
+    assert base != limits_id(IngestLimits(max_file_bytes=10))
+    # Sandbox bounds decide only whether a parse finishes: --retry-failed redoes what they failed.
+    assert base == limits_id(IngestLimits(parse_timeout_s=5, parse_memory_bytes=1 << 30))
+
+
+def test_chat_format_id_tells_tokenizers_and_templates_apart(tmp_path):
+    llama = chat_format_id(Llama31Chat(llama3_tokenizer()))
+    assert llama == chat_format_id(Llama31Chat(llama3_tokenizer()))
+    gguf = write_llama3_gguf(tmp_path / "m.gguf")
+    other = chat_format_id(gguf_chat(str(gguf), "m.gguf"))
+    assert other != llama
 
 
 def test_result_key_mirrors_the_input_path():
@@ -65,7 +91,7 @@ def test_source_key_follows_content_and_trees(tmp_path):
     assert source_key(tree) == t1
     (d / "y.py").write_text("y")
     assert source_key(tree) != t1
-    assert source_key(SourceRef(str(tmp_path / "gone"), str(tmp_path), "gone", "text")).startswith("unreadable:")
+    assert source_key(SourceRef(str(tmp_path / "gone"), str(tmp_path), "gone", "text")) is None
 
 
 def test_atomic_writes_and_cleanup(tmp_path):
@@ -74,7 +100,27 @@ def test_atomic_writes_and_cleanup(tmp_path):
     assert store.read_json("paper/a.pdf.json") == {"x": 1}
     assert store.read_json("missing.json") is None
     (tmp_path / "paper" / "broken.json").write_text("{half")
-    assert store.read_json("paper/broken.json") is None  # unreadable: redone, not a crash
+    assert store.read_json("paper/broken.json") is None  # not JSON: redone, not a crash
     (tmp_path / "paper" / f".b.pdf.json.123{TEMP_SUFFIX}").write_text("{")
     assert store.remove_temporaries() == 1
     assert sorted(p.name for p in (tmp_path / "paper").iterdir()) == ["a.pdf.json", "broken.json"]
+
+
+def test_a_result_that_cannot_be_read_is_an_error_not_absent(tmp_path):
+    # An I/O error (here: a folder where the result should be; also EACCES, EIO) is not "no result":
+    # redoing the document would hide it, as S3 does not.
+    store = LocalStorage(tmp_path)
+    (tmp_path / "paper" / "a.json").mkdir(parents=True)
+    with pytest.raises(OutputError, match="cannot read .*a.json: Is a directory"):
+        store.read_json("paper/a.json")
+
+
+def test_conditional_writes(tmp_path):
+    store = LocalStorage(tmp_path)
+    v1 = store.write_if("_runs/l.json", {"n": 1}, None)
+    assert v1 and store.write_if("_runs/l.json", {"n": 2}, None) is None  # exists already
+    assert store.write_if("_runs/l.json", {"n": 2}, "stale") is None
+    v2 = store.write_if("_runs/l.json", {"n": 2}, v1)
+    assert v2 and v2 != v1 and store.read_versioned("_runs/l.json") == ({"n": 2}, v2)
+    assert not store.delete_if("_runs/l.json", v1) and store.delete_if("_runs/l.json", v2)
+    assert store.read_versioned("_runs/l.json") is None

@@ -8,12 +8,11 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.clirun import LONGCTX, SMALL, longctx
+from tests.clirun import LONGCTX, SMALL, longctx, wait_until
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
 
 
@@ -56,7 +55,7 @@ def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
     for key in ("source", "doc_id", "schema", "schema_hash", "model", "status", "data", "windows", "errors", "fingerprint"):
         assert key in multi
     [m1] = manifests(out)
-    assert m1["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0}
+    assert m1["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0, "not_reached": 0}
     assert {Path(s["source"]).name: s["status"] for s in m1["sources"]} == {
         "multi.pdf": "ok",
         "notes.md": "ok",
@@ -69,7 +68,7 @@ def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
     proc = longctx("run", str(corpus), "--out", str(out), *SMALL)
     assert proc.returncode == 0, proc.stderr
     assert {p: p.stat().st_mtime_ns for p in (out / "brief").rglob("*.json")} == stamps
-    assert manifests(out)[-1]["counts"] == {"ok": 0, "partial": 0, "failed": 0, "skipped": 3}
+    assert manifests(out)[-1]["counts"] == {"ok": 0, "partial": 0, "failed": 0, "skipped": 3, "not_reached": 0}
     # The summary's wall time is the command's (Ray's start-up included), not the empty run's.
     [wall] = re.findall(r"wall time\s+([\d.]+) s", proc.stdout)
     assert float(wall) >= 1.0 and "the run 0." in proc.stdout
@@ -78,7 +77,7 @@ def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
     (corpus / "notes.md").write_text("# Weekly notes\n\nThe team shipped the packer.\n")
     proc = longctx("run", str(corpus), "--out", str(out), *SMALL)
     assert proc.returncode == 0, proc.stderr
-    assert manifests(out)[-1]["counts"] == {"ok": 1, "partial": 0, "failed": 0, "skipped": 2}
+    assert manifests(out)[-1]["counts"] == {"ok": 1, "partial": 0, "failed": 0, "skipped": 2, "not_reached": 0}
     changed = [p for p in stamps if p.stat().st_mtime_ns != stamps[p]]
     assert [p.name for p in changed] == ["notes.md.json"]
 
@@ -86,7 +85,7 @@ def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
     proc = longctx("run", str(corpus), "--out", str(out), *SMALL, "--retry-failed")
     assert proc.returncode == 0, proc.stderr
     last = manifests(out)[-1]
-    assert last["counts"] == {"ok": 0, "partial": 0, "failed": 1, "skipped": 2}
+    assert last["counts"] == {"ok": 0, "partial": 0, "failed": 1, "skipped": 2, "not_reached": 0}
     assert [Path(s["source"]).name for s in last["sources"] if s["status"] != "skipped"] == ["broken.pdf"]
     assert "documents ok" in proc.stdout and "results:" in proc.stdout
     assert leftovers(out) == []
@@ -125,10 +124,7 @@ def test_killed_run_resumes_with_one_result_per_document(tmp_path: Path):
     out = tmp_path / "out"
     proc = subprocess.Popen([LONGCTX, "run", str(src), "--out", str(out), *SMALL], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (out / "brief").exists() or not list((out / "brief").glob("*.json")):
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.2)
+    wait_until(lambda: list(out.glob("brief/*.json")), "a first result", proc=proc)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started
     proc.wait()
     done_before = {p.name for p in (out / "brief").glob("*.json")}

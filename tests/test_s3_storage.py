@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from pipelines.s3 import MIN_PART_SIZE, S3Storage, parse_s3_uri, s3_client
+from pipelines.storage import OutputError
 from tests.s3server import client_with_bucket
 
 BUCKET = "longctx-test"
@@ -56,7 +57,7 @@ def test_missing_and_corrupt_read_as_none(store, client):
 
 def test_other_errors_raise(client):
     # A missing bucket is not a missing result: redoing everything would hide it.
-    with pytest.raises(client.exceptions.NoSuchBucket):
+    with pytest.raises(OutputError, match="cannot read s3://no-such-bucket-here/out/a.json: NoSuchBucket"):
         S3Storage("s3://no-such-bucket-here/out/", client=client).read_json("a.json")
 
 
@@ -127,14 +128,25 @@ def test_throttling_and_server_errors_are_retried(store, s3):
 
 
 def test_persistent_errors_surface_after_the_retry_budget(store, s3, client):
-    from botocore.exceptions import ClientError
-
     store.write_json("down.json", {})
     s3.fail_next(100, 500, "InternalError", method="GET", path_contains="down.json")
     before = len(s3.requests)
-    with pytest.raises(ClientError, match="InternalError"):
+    with pytest.raises(OutputError, match=r"cannot read s3://.*/down.json: InternalError"):
         store.read_json("down.json")  # never mistaken for "absent"
     assert len(s3.requests) - before == 10  # total_max_attempts
+    s3.fail_next(100, 500, "InternalError", method="PUT", path_contains="up.json")
+    with pytest.raises(OutputError, match=r"cannot write s3://.*/up.json: InternalError: We encountered"):
+        store.write_json("up.json", {})
+
+
+def test_conditional_writes(store, client):
+    v1 = store.write_if("_runs/l.json", {"n": 1}, None)  # If-None-Match: *
+    assert v1 and store.write_if("_runs/l.json", {"n": 2}, None) is None
+    assert store.write_if("_runs/l.json", {"n": 2}, '"0123"') is None  # If-Match: another version
+    v2 = store.write_if("_runs/l.json", {"n": 2}, v1)
+    assert v2 and v2 != v1 and store.read_versioned("_runs/l.json") == ({"n": 2}, v2)
+    assert not store.delete_if("_runs/l.json", v1) and store.delete_if("_runs/l.json", v2)
+    assert store.read_versioned("_runs/l.json") is None
 
 
 @pytest.mark.parametrize(

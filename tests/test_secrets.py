@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import string
-import time
 from array import array
 from pathlib import Path
 
@@ -219,23 +218,11 @@ def test_findings_carry_kind_and_line_and_line_numbers_hold():
     ],
     ids=lambda t: repr(t[:12]),
 )
-def test_adversarial_inputs_take_linear_time(text):
-    t0 = time.perf_counter()
-    mask_secrets(text)
-    assert time.perf_counter() - t0 < 1.0  # ~200 KB: a quadratic scan takes minutes
-
-
-def test_speed_on_generated_code():
-    texts = list(synth_repo_files(100, 250).values())  # ~0.75 MB, ~200K tokens
-    size = sum(len(t) for t in texts)
-    best = min(_timed(lambda: [mask_secrets(t) for t in texts]) for _ in range(3))
-    assert best / size * 1e9 < 200  # measured ~12 ns/byte; loose for a busy CI machine
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def test_adversarial_inputs_keep_their_lines(text):
+    # Their cost per byte is bench/scaling.py's (a ratio against ordinary code); here, what comes back.
+    masked, findings = mask_secrets(text)
+    assert masked.count("\n") == text.count("\n")  # masking keeps line numbers true
+    assert all(1 <= line <= text.count("\n") + 1 for _, line in findings)
 
 
 # --- documents, results and prompts ---------------------------------------------------------------------
@@ -308,7 +295,7 @@ def test_prompt_rows_and_result_carry_the_masked_files_but_no_value(repo):
          "finish_reason": "stop", "attempts": 1, "data": good, "error": None, "raw": None}
         for r in rows
     ]  # fmt: skip
-    ident = RunIdentity("repo", schema.hash, "m", "1", 4096, 512)
+    ident = RunIdentity("repo", schema.hash, "m", "chat", "1", 4096, 512, "limits")
     result = document_result(ident, schema.json_schema, schema.validate, doc, windows)
     assert result["status"] == "ok" and sorted(result["masked_files"], key=lambda m: m["path"]) == MASKED
     assert not any(s in json.dumps(result) for s in SECRETS)

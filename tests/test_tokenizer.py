@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -73,13 +72,10 @@ def test_special_token_ids_are_llama_31s(tok):
     assert sp["<|reserved_special_token_247|>"] == 128255
 
 
-def test_long_runs_are_cut_and_fast(tok):
-    blob = "QUJDRA" * 200_000  # 1.2M chars of base64 without whitespace
-    t = time.perf_counter()
+def test_long_runs_are_cut(tok):
+    blob = "QUJDRA" * 200_000  # 1.2M chars of base64 without whitespace; its cost is bench/scaling.py's
     ids = tok.encode(blob)
-    elapsed = time.perf_counter() - t
     assert tok.decode(ids) == blob
-    assert elapsed < 5  # an unsplit encode of this run takes minutes
     pieces = split_long_runs(blob)
     assert "".join(pieces) == blob
     assert max(map(len, pieces)) <= MAX_RUN_CHARS
