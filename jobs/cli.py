@@ -43,7 +43,10 @@ def fail(message: str) -> typer.Exit:
 @app.command()
 def plan(
     sources: Annotated[list[str], typer.Argument(help="Files, folders, archives or git checkouts.")],
-    schema: Annotated[str, typer.Option(help="Built-in name, module:Class, or a JSON Schema file.")] = "paper",
+    schema: Annotated[
+        str,
+        typer.Option(help="auto (repo for repositories, paper for the rest), a built-in, module:Class, or a JSON Schema."),
+    ] = "auto",
     max_model_len: Annotated[
         int | None, typer.Option(min=256, help="The model's context length; default: the GGUF's, else 131072.")
     ] = None,
@@ -65,8 +68,11 @@ def plan(
 
     if model and tokenizer:
         raise fail("give --model (a GGUF file) or --tokenizer, not both")
+    from pipelines.job import AUTO_SCHEMA, schema_runs
+
     try:
-        spec = resolve_schema(schema)
+        if schema != AUTO_SCHEMA:
+            resolve_schema(schema)
         refs, ignored = list_sources(sources, s3_endpoint_url)
         chat = gguf_chat(str(model), model.name) if model else Llama31Chat(llama3_tokenizer(tokenizer))
     except (SchemaError, SourceError, TokenizerError, GGUFError) as e:
@@ -79,7 +85,8 @@ def plan(
     totals = {"documents": 0, "failed": 0, "windows": 0, "prompt_tokens": 0}
     table = Table("document", "status", "tokens", "windows", "prompt tokens per window", box=None)
     skipped: list[tuple[str, str, str]] = []
-    for p in plan_documents(refs, spec, chat, settings):
+    plans = (p for spec, group in schema_runs([schema], refs) for p in plan_documents(group, spec, chat, settings))
+    for p in plans:
         doc = p.doc
         totals["documents"] += 1
         if p.packed is None:
@@ -133,9 +140,12 @@ def _span(kind: str, units: list) -> str:
 def run(
     sources: Annotated[list[str], typer.Argument(help="Files, folders, archives, git checkouts, s3:// objects or prefixes.")],
     out_dir: Annotated[str, typer.Option("--out", help="Where results and manifests go: a folder or s3://bucket/prefix.")],
-    schema: Annotated[list[str], typer.Option(help="Built-in name, module:Class, or a JSON Schema file; repeatable.")] = [  # noqa: B006
-        "paper"
-    ],
+    schema: Annotated[
+        list[str],
+        typer.Option(
+            help="auto (repo for repositories, paper for the rest), a built-in, module:Class, or a JSON Schema; repeatable."
+        ),
+    ] = ["auto"],  # noqa: B006
     engine: Annotated[
         str, typer.Option(help="auto, llamacpp (embedded CPU), openai (an OpenAI-compatible server) or vllm (Ray Data LLM).")
     ] = "auto",

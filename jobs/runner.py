@@ -69,11 +69,12 @@ def execute(job: PreparedJob, console: Console, address: str | None = None) -> l
         start_ray(address)
         try:
             job.engine.preflight(job.job.engine.concurrency)  # EngineError: one line, nothing written
-            for schema in job.schemas:
-                graph = GraphSpec(schema, job.engine, job.settings, job.job.limits, job.job.engine.concurrency)
+            for schema, refs in job.runs:
+                spec = job.job.engine
+                graph = GraphSpec(schema, job.engine, job.settings, job.job.limits, spec.concurrency, spec.restarts)
                 try:
                     with RunProgress(console) as progress:
-                        report = run_extraction(job.refs, graph, job.storage, options, job.ignored, progress, lease)
+                        report = run_extraction(refs, graph, job.storage, options, job.ignored, progress, lease)
                 except RunStopped as e:
                     print_summary(console, e.report, engine, job.storage.uri(schema.name))
                     raise

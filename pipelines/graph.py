@@ -40,6 +40,7 @@ class GraphSpec:
     settings: PackSettings
     limits: IngestLimits
     concurrency: int = 1  # inference actors
+    engine_restarts: int = 2  # a batch whose engine failed is tried again on a fresh one this many times
 
 
 def parse_and_pack(item: dict[str, Any], spec: GraphSpec) -> list[dict[str, Any]]:
@@ -72,32 +73,43 @@ def _row(doc_id: str, info: dict, window: int, windows: int, units: list, ids: l
 
 
 class InferActor:
-    """Holds one engine for its lifetime; Ray Data feeds it batches of window rows.
+    """Holds one engine, loaded once; Ray Data feeds it batches of window rows.
 
-    An engine that cannot start here, or that fails a whole batch (a server gone
-    past its client's retries), fails those windows with its one-line reason:
+    An engine that cannot start, or that fails a whole batch (EngineError: a
+    crashed llama.cpp, a server gone past its client's retries), is replaced by
+    a fresh one and the batch tried again, ``engine_restarts`` times; then those
+    windows fail with its one-line reason. Raising instead would end the run:
     Ray Data neither restarts an actor whose code raises nor finishes a dataset
-    with a failed block, so raising would end the run and lose the documents in
-    flight. Their results say why, and ``--retry-failed`` redoes them."""
+    with a failed block. (An actor process that dies is Ray's to restart: it
+    resends the batch, and the driver drops windows delivered twice.)"""
 
     def __init__(self, spec: GraphSpec):
         self.spec = spec
-        self.engine, self.broken = None, None
+        self.engine, self.reason, self.builds = None, None, 0
+        self._start()
+
+    def _start(self) -> None:
+        self.builds += 1
         try:
-            self.engine = spec.engine.build()
+            self.engine = self.spec.engine.build()
         except EngineError as e:
-            self.broken = str(e)
+            self.engine, self.reason = None, f"the engine did not start: {e}"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         for r in rows:
             r["prompt_ids"] = array("i", r.pop("prompt")).tolist()
-        if self.engine is not None:
-            try:
-                return out_table(infer_windows(self.engine, self.spec.schema, self.spec.settings.max_model_len, rows))
-            except EngineError as e:
-                return out_table(engine_failed(rows, str(e)))
-        return out_table(engine_failed(rows, f"the engine did not start: {self.broken}"))
+        restarts = 0
+        while True:
+            if self.engine is not None:
+                try:
+                    return out_table(infer_windows(self.engine, self.spec.schema, self.spec.settings.max_model_len, rows))
+                except EngineError as e:
+                    self.engine, self.reason = None, str(e)
+            if restarts == self.spec.engine_restarts:
+                return out_table(engine_failed(rows, self.reason))
+            restarts += 1
+            self._start()
 
 
 def run_graph(items: list[dict[str, Any]], spec: GraphSpec) -> Iterator[dict[str, Any]]:

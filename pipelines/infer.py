@@ -64,6 +64,7 @@ def record_completion(row: dict[str, Any], c: Completion, schema: SchemaSpec | N
     row["attempts"] = attempt
     row["finish_reason"] = c.finish_reason
     row["completion_tokens"] = c.completion_tokens
+    row["constrained"], row["tokens_estimated"] = c.constrained, c.tokens_estimated
     row["data"], row["error"], row["raw"] = None, None, None
     if c.finish_reason == "error":
         row["error"] = f"engine error: {c.error}"
@@ -86,6 +87,8 @@ def out_table(rows: list[dict[str, Any]]) -> pa.Table:
             r.setdefault(key, empty)
         r.setdefault("completion_tokens", 0)
         r.setdefault("attempts", 0)
+        r.setdefault("constrained", True)
+        r.setdefault("tokens_estimated", False)
     return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)  # takes the schema's columns only
 
 
@@ -93,5 +96,5 @@ OUT_SCHEMA = pa.schema([
     ("request_id", pa.string()), ("doc_id", pa.string()), ("window", pa.int64()), ("windows", pa.int64()),
     ("units", pa.string()), ("prompt_tokens", pa.int64()), ("max_tokens", pa.int64()), ("doc", pa.string()),
     ("data", pa.string()), ("error", pa.string()), ("raw", pa.string()), ("finish_reason", pa.string()),
-    ("completion_tokens", pa.int64()), ("attempts", pa.int64()),
+    ("completion_tokens", pa.int64()), ("attempts", pa.int64()), ("constrained", pa.bool_()), ("tokens_estimated", pa.bool_()),
 ])  # fmt: skip

@@ -38,6 +38,7 @@ class EngineSpec(_Section):
     model: str | None = Field(None, description="the engine's model (llamacpp: a GGUF file)")
     max_model_len: int | None = Field(None, ge=256, description="context length; default: the engine's")
     concurrency: int = Field(1, ge=1, description="inference actors (engine replicas)")
+    restarts: int = Field(2, ge=0, description="a batch whose engine failed is tried again on a fresh engine this many times")
     options: dict[str, Any] = Field(default_factory=dict, description="engine-specific settings")
 
 
@@ -59,7 +60,11 @@ class RunSpec(_Section):
 class JobSpec(_Section):
     sources: list[str] = Field(min_length=1, description="files, folders, archives, checkouts, s3:// objects or prefixes")
     output: str = Field(min_length=1, description="a folder or s3://bucket/prefix/")
-    schemas: list[str] = Field(["paper"], min_length=1, description="built-in names, module:Class, or JSON Schema files")
+    schemas: list[str] = Field(
+        ["auto"],
+        min_length=1,
+        description="auto (repo for repositories, paper for the rest), built-in names, module:Class, or JSON Schema files",
+    )
     engine: EngineSpec = EngineSpec()
     packing: PackingSpec = PackingSpec()
     limits: IngestLimits = IngestLimits()
@@ -109,10 +114,31 @@ def validate_job(data: dict[str, Any], origin: str = "job") -> JobSpec:
         raise JobError(f"{origin}: {where}: {first['msg']}{more}") from None
 
 
+AUTO_SCHEMA = "auto"
+REPO_KINDS = ("repo", "archive")  # checkouts, S3 trees and .zip/.tar.gz files: read as repositories
+
+
+def schema_runs(names: list[str], refs: list[SourceRef]) -> list[tuple[SchemaSpec, list[SourceRef]]]:
+    """One run per schema, each over the sources it applies to: ``auto`` is ``repo`` for
+    repositories and ``paper`` for the rest (one run when there are none of the other)."""
+    runs: list[tuple[SchemaSpec, list[SourceRef]]] = []
+    for name in dict.fromkeys(names):
+        if name != AUTO_SCHEMA:
+            runs.append((resolve_schema(name), refs))
+            continue
+        repos = [r for r in refs if r.kind in REPO_KINDS]
+        others = [r for r in refs if r.kind not in REPO_KINDS]
+        if others or not repos:
+            runs.append((resolve_schema("paper"), others))
+        if repos:
+            runs.append((resolve_schema("repo"), repos))
+    return runs
+
+
 @dataclass(frozen=True)
 class PreparedJob:
     job: JobSpec
-    schemas: list[SchemaSpec]
+    runs: list[tuple[SchemaSpec, list[SourceRef]]]  # each schema and the sources it runs over
     engine: EngineConfig
     engine_reason: str
     settings: PackSettings
@@ -160,11 +186,14 @@ def prepare(job: JobSpec) -> PreparedJob:
     if job.engine.name != "auto" and job.engine.name not in ENGINES:
         raise JobError(f"unknown engine '{job.engine.name}' (available: auto, {', '.join(ENGINES)})")
     try:
-        schemas = [resolve_schema(s) for s in dict.fromkeys(job.schemas)]
+        for name in job.schemas:  # a bad schema fails before any listing
+            if name != AUTO_SCHEMA:
+                resolve_schema(name)
         engine, why = build_engine(job.engine)
         storage = open_storage(job.output, job.s3.endpoint_url)
         refs, ignored = list_sources(job.sources, job.s3.endpoint_url)
+        runs = schema_runs(job.schemas, refs)
     except (SchemaError, EngineError, StorageError, SourceError) as e:
         raise JobError(str(e)) from None
     settings = PackSettings(max_model_len=engine.max_model_len, max_output_tokens=job.packing.max_output_tokens)
-    return PreparedJob(job, schemas, engine, why, settings, storage, refs, ignored)
+    return PreparedJob(job, runs, engine, why, settings, storage, refs, ignored)

@@ -142,6 +142,7 @@ def document_result(
         "conflicts": conflicts,
         "windows": [
             {k: w[k] for k in ("window", "units", "prompt_tokens", "completion_tokens", "finish_reason", "attempts")}
+            | {"constrained": w.get("constrained", True), "tokens_estimated": w.get("tokens_estimated", False)}
             for w in windows
         ],
         "skipped_files": doc.get("skipped", []),

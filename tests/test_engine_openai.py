@@ -56,6 +56,7 @@ class FaultProxy:
         self.faults: list[int | str] = []
         self.reject_field: str | None = None
         self.dead_after: int | None = None  # POSTs answered before it drops every connection, as a dead server
+        self.drop_usage = False  # answer without "usage", as some servers do
         self.hang_s = 10.0  # longer than any client timeout here
         self.seen: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -66,7 +67,7 @@ class FaultProxy:
 
     def reset(self) -> None:
         with self.lock:
-            self.faults, self.reject_field, self.dead_after, self.seen = [], None, None, []
+            self.faults, self.reject_field, self.dead_after, self.seen, self.drop_usage = [], None, None, [], False
 
     def requests(self, path: str) -> list[dict[str, Any]]:
         return [r for r in self.seen if r["path"] == path]
@@ -109,7 +110,10 @@ class FaultProxy:
                 headers = {k: self.headers[k] for k in ("Content-Type", "Authorization") if k in self.headers}
                 conn.request(self.command, self.path, body=body or None, headers=headers)
                 resp = conn.getresponse()
-                self._answer(resp.status, resp.read())
+                data = resp.read()
+                if proxy.drop_usage and resp.status == 200:
+                    data = json.dumps({k: v for k, v in json.loads(data).items() if k != "usage"}).encode()
+                self._answer(resp.status, data)
                 conn.close()
 
             def _answer(self, status: int, data: bytes) -> None:
@@ -204,6 +208,7 @@ def test_extracts_schema_valid_json(proxy, prompt_ids):
     assert set(data) == {"title", "topics"}
     # usage: the server's counts, of exactly the packer's ids.
     assert c.prompt_tokens == len(prompt_ids) and 0 < c.completion_tokens <= SPEC.max_output_tokens
+    assert c.constrained and not c.tokens_estimated
     [sent] = proxy.requests("/v1/completions")
     assert sent["headers"]["authorization"] == f"Bearer {KEY}"
     assert sent["body"]["prompt"] == prompt_ids and sent["body"]["temperature"] == 0
@@ -283,10 +288,22 @@ def test_a_refused_constraint_falls_back_to_validation(proxy, prompt_ids, caplog
     proxy.reject_field = "json_schema"
     first, second = (engine.generate([Request(f"r{i}", prompt_ids, SPEC.json_schema, 5)])[0] for i in range(2))
     assert first.error is None and second.error is None, first  # unconstrained now: infer.py validates
+    assert not first.constrained and not second.constrained  # and the results say so
     bodies = [r["body"] for r in proxy.requests("/v1/completions")]
     # Refused once, sent again without the schema; the next request goes without it straight away.
     assert ["json_schema" in b for b in bodies] == [True, False, False]
     assert "refused json_schema" in caplog.text and KEY not in caplog.text
+
+
+def test_counts_without_usage_are_ours_and_say_so(proxy, prompt_ids):
+    engine = make_engine(proxy.url)
+    proxy.drop_usage = True
+    [c] = engine.generate([Request("r", prompt_ids, SPEC.json_schema, 5)])
+    assert c.finish_reason == "length" and c.tokens_estimated, c
+    assert c.prompt_tokens == len(prompt_ids) and c.completion_tokens == len(engine.chat.tokenizer.encode(c.text))
+    row = {"request_id": "r", "window": 0, "prompt_ids": prompt_ids, "max_tokens": 5}
+    [row] = infer_windows(engine, SPEC, MAX_LEN, [row])
+    assert row["tokens_estimated"] and row["constrained"]
 
 
 def test_bad_key_and_unreachable_server_raise(proxy, monkeypatch):

@@ -77,3 +77,31 @@ def test_an_engine_that_cannot_start_fails_its_windows_not_the_run(tmp_path):
     for w in windows:
         assert w["finish_reason"] == "error" and w["data"] is None and w["attempts"] == 1
         assert w["error"] == f"engine error: the engine did not start: llamacpp model file not found: {gguf}"
+
+
+def test_a_batch_is_tried_again_on_a_fresh_engine(tmp_path):
+    """The engine could not start (its model was not there yet); the batch gets a fresh one,
+    ``engine_restarts`` times at most, and runs on it."""
+    import dataclasses
+    import shutil
+
+    import pyarrow as pa
+
+    from pipelines.engines.llamacpp import default_model_path
+    from pipelines.graph import InferActor
+
+    gguf = tmp_path / "model.gguf"
+    shutil.copy(default_model_path(), gguf)
+    good = dataclasses.replace(spec(), engine=engine_config("llamacpp", model=str(gguf), max_model_len=2048), engine_restarts=1)
+    (tmp_path / "a.md").write_text("# Sparse widgets\n\nA short note on widgets.\n")
+    rows = parse_and_pack(item(tmp_path / "a.md", "text"), good)
+    shutil.move(gguf, tmp_path / "away.gguf")
+    actor = InferActor(good)
+    assert actor.engine is None and actor.builds == 1
+    shutil.move(tmp_path / "away.gguf", gguf)
+    [w] = actor(pa.Table.from_pylist(rows)).to_pylist()
+    assert actor.builds == 2 and w["finish_reason"] in ("stop", "length") and not (w["error"] or "").startswith("engine error"), w
+    gguf.unlink()  # gone for good: one more try on a fresh engine, then the window fails
+    actor.engine = None
+    [w] = actor(pa.Table.from_pylist(rows)).to_pylist()
+    assert actor.builds == 3 and w["error"].startswith("engine error: the engine did not start")

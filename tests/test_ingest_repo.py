@@ -212,6 +212,9 @@ def test_classify_is_pure() -> None:
     assert classify("a.py", b"", limits) == ("", None)
     assert classify("yarn.lock", b"x", limits) == (None, "lockfile")
     assert classify("dist/a.py", b"x", limits) == (None, "vendored or generated directory")
+    # A generic name is generated only at the root; deeper it is source, a _vendor folder is vendored anywhere.
+    assert classify("src/pip/_internal/operations/build/wheel.py", b"x", limits) == ("x", None)
+    assert classify("src/pip/_vendor/rich/a.py", b"x", limits) == (None, "vendored or generated directory")
     assert classify("a.py", b"x" * 11, limits) == (None, "minified or source map")
     assert classify("a.py", b"x" * 5 + b"\n" + b"y" * 5, limits)[1] is None
 
@@ -292,6 +295,16 @@ def test_archive_skip_rules_apply(tmp_path: Path) -> None:
     assert [u.ref for u in doc.units] == [".gitignore", "a.py"]
     assert _reasons(doc) == {"vendor/": "vendored or generated directory", "yarn.lock": "lockfile",
                              "bin.dat": "binary"}  # fmt: skip
+
+
+def test_generic_names_are_generated_only_at_the_root(tmp_path: Path) -> None:
+    # pip's layout: a real source package named build/, and a _vendor/ that really is vendored.
+    files = {"build/lib/x.py": "x\n", "src/pip/_internal/operations/build/wheel.py": "w\n",
+             "src/pip/_vendor/rich/a.py": "r\n", "src/pip/main.py": "m\n"}  # fmt: skip
+    for git in (False, True):
+        doc = _load(make_repo(tmp_path / f"pip{git}", files, git=git))
+        assert [u.ref for u in doc.units] == ["src/pip/_internal/operations/build/wheel.py", "src/pip/main.py"]
+        assert _reasons(doc) == dict.fromkeys(["build/", "src/pip/_vendor/"], "vendored or generated directory")
 
 
 # --- (e) corrupt ----------------------------------------------------------------------------------

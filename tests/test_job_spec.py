@@ -9,17 +9,37 @@ from pathlib import Path
 import pytest
 
 from pipelines.ingest import IngestLimits
-from pipelines.job import EngineSpec, JobError, JobSpec, choose_engine, parse_setting, read_job_file, validate_job
+from pipelines.job import (
+    EngineSpec,
+    JobError,
+    JobSpec,
+    choose_engine,
+    parse_setting,
+    read_job_file,
+    schema_runs,
+    validate_job,
+)
+from pipelines.records import SourceRef
 
 ROOT = Path(__file__).parent.parent
 
 
 def test_defaults_and_a_full_spec():
     job = validate_job({"sources": ["in/"], "output": "out/"})
-    assert job.schemas == ["paper"] and job.engine.name == "auto" and job.engine.concurrency == 1
+    assert job.schemas == ["auto"] and job.engine.name == "auto" and job.engine.concurrency == 1
     assert job.limits == IngestLimits() and job.run.retry_failed is False and job.run.label is None
     full = validate_job(read_job_file(ROOT / "infra" / "jobs" / "example.yaml"))
     assert full.sources == ["s3://example-docs/incoming/reports/"] and full.limits.max_pdf_pages == 5000
+
+
+def test_auto_reads_repositories_with_repo_and_the_rest_with_paper():
+    pdf, note, checkout, archive = (SourceRef(f"/in/{n}", "/in", n, k) for n, k in
+                                    (("a.pdf", "pdf"), ("b.md", "text"), ("c", "repo"), ("d.zip", "archive")))  # fmt: skip
+    runs = schema_runs(["auto"], [pdf, note, checkout, archive])
+    assert [(s.name, refs) for s, refs in runs] == [("paper", [pdf, note]), ("repo", [checkout, archive])]
+    assert [s.name for s, _ in schema_runs(["auto"], [checkout])] == ["repo"]
+    assert [(s.name, refs) for s, refs in schema_runs(["auto"], [])] == [("paper", [])]  # says: nothing to extract
+    assert [(s.name, refs) for s, refs in schema_runs(["contract"], [pdf, checkout])] == [("contract", [pdf, checkout])]
 
 
 @pytest.mark.parametrize(

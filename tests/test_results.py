@@ -36,6 +36,10 @@ def test_ok_partial_failed():
     ok = document_result(IDENT, SPEC.json_schema, SPEC.validate, DOC, [window(1, {**GOOD, "languages": ["go"]}), window(0, GOOD)])
     assert ok["status"] == "ok" and ok["data"]["languages"] == ["py", "go"]
     assert [w["window"] for w in ok["windows"]] == [0, 1]
+    assert all(w["constrained"] and not w["tokens_estimated"] for w in ok["windows"])
+    loose = document_result(IDENT, SPEC.json_schema, SPEC.validate, DOC,
+                            [window(0, GOOD) | {"constrained": False, "tokens_estimated": True}])  # fmt: skip
+    assert loose["windows"][0]["constrained"] is False and loose["windows"][0]["tokens_estimated"] is True
     partial = document_result(IDENT, SPEC.json_schema, SPEC.validate, DOC, [window(0, GOOD), window(1, error="bad", raw="{")])
     assert partial["status"] == "partial" and partial["errors"][0]["raw"] == "{"
     failed = document_result(IDENT, SPEC.json_schema, SPEC.validate, DOC, [window(0, error="bad", raw="{x")])

@@ -33,6 +33,8 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     error: str | None = None  # set when finish_reason == "error"
+    constrained: bool = True  # False: the engine decoded without the schema (a server that refused it)
+    tokens_estimated: bool = False  # True: the engine sent no counts; ours stand in
 
 
 def error_completion(r: Request, message: str) -> Completion:
@@ -53,7 +55,7 @@ class Engine(Protocol):
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         """One completion per request, in order. Greedy, constrained by each
         request's JSON schema. A request that fails is an "error" completion;
-        an engine that is dead raises (the actor restarts)."""
+        an engine that is dead raises EngineError (its windows fail with the reason)."""
         ...
 
 

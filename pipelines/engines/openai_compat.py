@@ -175,7 +175,7 @@ class OpenAIEngine:
         key = json.dumps(r.json_schema, separators=(",", ":"))
         constraint = {} if key in self.refused else self._constraint(key)
         try:
-            text, reason, usage = self._call_or_unconstrained(r, key, constraint)
+            text, reason, usage, constrained = self._call_or_unconstrained(r, key, constraint)
         except openai.APITimeoutError:
             return error(f"no answer within {self.config.timeout_s:g} s, {self.config.max_retries} retries")
         except openai.APIConnectionError as e:  # down, after every retry: this window fails, the run goes on
@@ -192,13 +192,15 @@ class OpenAIEngine:
             self.count_warned = True
             log.warning("the server counted %d prompt tokens, the packer %d: is tokenizer=%r the served model's?",
                         prompt_tokens, n_prompt, self.config.tokenizer)  # fmt: skip
-        return Completion(r.request_id, text, reason, prompt_tokens, completion_tokens)
+        return Completion(r.request_id, text, reason, prompt_tokens, completion_tokens,
+                          constrained=constrained, tokens_estimated=usage is None)  # fmt: skip
 
-    def _call_or_unconstrained(self, r: Request, key: str, constraint: dict[str, Any]) -> Reply:
+    def _call_or_unconstrained(self, r: Request, key: str, constraint: dict[str, Any]) -> tuple[str, str, Any, bool]:
+        """The reply, and whether the schema constrained it."""
         import openai
 
         try:
-            return self._call(r, constraint)
+            return (*self._call(r, constraint), bool(constraint))
         except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
             if not constraint:
                 raise
@@ -211,7 +213,7 @@ class OpenAIEngine:
                 log.warning(
                     "%s refused %s (%s): this schema goes unconstrained", self.config.base_url, ", ".join(constraint), e.message
                 )
-            return out
+            return (*out, False)
 
     def _call(self, r: Request, constraint: dict[str, Any]) -> Reply:
         common = {"model": self.config.model, "max_tokens": r.max_tokens, "temperature": 0.0, "extra_body": constraint or None}

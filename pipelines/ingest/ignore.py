@@ -43,22 +43,18 @@ LOCKFILES = frozenset(
         "conda-lock.yml",
     }
 )
+# Vendored or generated wherever they are: no project names its own source so.
 VENDORED_DIRS = frozenset(
     {
         "node_modules",
         "bower_components",
         "jspm_packages",
-        "vendor",
-        "third_party",
-        "dist",
-        "build",
+        "_vendor",  # pip's, setuptools' own vendored packages
         "__pycache__",
         ".venv",
-        "venv",
-        "target",
+        "site-packages",
         ".tox",
         ".nox",
-        "site-packages",
         ".eggs",
         ".mypy_cache",
         ".pytest_cache",
@@ -68,6 +64,10 @@ VENDORED_DIRS = frozenset(
         ".nuxt",
     }
 )
+# Vendored or generated only at the top of a repository, where the tools put them (`vendor/` of
+# Go, `build/` and `dist/` of setuptools, `target/` of Cargo and Maven); deeper down such a name is
+# often real source (pip's src/pip/_internal/operations/build/). A .gitignore covers the rest.
+VENDORED_AT_ROOT = frozenset({"vendor", "third_party", "dist", "build", "venv", "target"})
 MINIFIED_SUFFIXES = (".min.js", ".min.mjs", ".min.css", ".map")
 BINARY_SNIFF_BYTES = 8192  # git's own heuristic: a NUL in the first 8 KiB means binary
 
@@ -175,13 +175,14 @@ def vendored_dir(path: str) -> str | None:
     """The outermost vendored/generated directory containing file ``path`` (with a trailing /)."""
     parts = path.split("/")[:-1]
     for i, name in enumerate(parts):
-        if is_vendored_name(name):
+        if is_vendored_dir(name, top=i == 0):
             return "/".join(parts[: i + 1]) + "/"
     return None
 
 
-def is_vendored_name(name: str) -> bool:
-    return name in VENDORED_DIRS or name.endswith(".egg-info")
+def is_vendored_dir(name: str, top: bool) -> bool:
+    """``top``: the directory is at the repository's root."""
+    return name in VENDORED_DIRS or name.endswith(".egg-info") or (top and name in VENDORED_AT_ROOT)
 
 
 def path_skip_reason(path: str) -> str | None:

@@ -21,7 +21,7 @@ from pipelines.ingest.ignore import (
     check_total_bytes,
     decode_file,
     filter_ignored,
-    is_vendored_name,
+    is_vendored_dir,
     path_skip_reason,
     readme_first_key,
     size_skip_reason,
@@ -136,7 +136,7 @@ def _walk(root: Path, limits: IngestLimits) -> tuple[list[_Candidate], list[Skip
                 continue
             if e.is_symlink():
                 skipped.append(Skipped(rel, SYMLINK))
-            elif is_dir and is_vendored_name(e.name):
+            elif is_dir and is_vendored_dir(e.name, top=not rel_dir):
                 skipped.append(Skipped(rel + "/", VENDORED))
             elif is_dir:
                 stack.append(rel)
