@@ -212,7 +212,7 @@ def run_job(data: dict, origin: str, address: str | None) -> None:
     from pipelines.storage import OutputError
 
     try:
-        execute(job, out, address)
+        reports = execute(job, out, address)
     except (EngineError, RayStartError, LeaseHeld) as e:  # before anything was written
         raise fail(str(e)) from None
     except RunStopped as e:
@@ -230,7 +230,14 @@ def run_job(data: dict, origin: str, address: str | None) -> None:
         raise fail(str(e)) from None
     except KeyboardInterrupt:  # before the run started
         raise fail("interrupted before any document was written") from None
-    # A failed document is recorded, not fatal: the run itself succeeded.
+    # A failed document is recorded, not fatal: the run itself succeeded; unless no engine ever started.
+    for r in reports:
+        if r.engine_down:
+            failed = r.counts()["failed"]
+            err.print(f"[red]error:[/red] {escape(r.engine_down)}", highlight=False, soft_wrap=True)
+            again = "fix the engine, then run again with --retry-failed"
+            err.print(f"{failed} documents recorded failed (manifest {r.manifest}); {again}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
 
 
 @app.command()

@@ -64,11 +64,10 @@ def execute(job: PreparedJob, console: Console, address: str | None = None) -> l
     def waiting(held: dict) -> None:
         console.print(f"waiting for another run ({held.get('holder')} on {held.get('host')}) to finish with this output")
 
-    # The output is held before Ray starts: a second run refuses (or waits) at once.
-    with hold_output(job.storage, run.lease_ttl_s, run.wait_for_lease_s, waiting) as lease:
-        start_ray(address)
-        try:
-            job.engine.preflight(job.job.engine.concurrency)  # EngineError: one line, nothing written
+    start_ray(address)
+    try:
+        job.engine.preflight(job.job.engine.concurrency)  # EngineError: one line, nothing written
+        with hold_output(job.storage, run.lease_ttl_s, run.wait_for_lease_s, waiting) as lease:
             for schema, refs in job.runs:
                 spec = job.job.engine
                 graph = GraphSpec(schema, job.engine, job.settings, job.job.limits, spec.concurrency, spec.restarts)
@@ -80,6 +79,6 @@ def execute(job: PreparedJob, console: Console, address: str | None = None) -> l
                     raise
                 print_summary(console, report, engine, job.storage.uri(schema.name))
                 reports.append(report)
-        finally:
-            ray.shutdown()
+    finally:
+        ray.shutdown()
     return reports

@@ -72,6 +72,9 @@ def _row(doc_id: str, info: dict, window: int, windows: int, units: list, ids: l
     }
 
 
+ENGINE_DOWN = "the engine did not start: "  # the reason of windows whose engine never started
+
+
 class InferActor:
     """Holds one engine, loaded once; Ray Data feeds it batches of window rows.
 
@@ -93,7 +96,7 @@ class InferActor:
         try:
             self.engine = self.spec.engine.build()
         except EngineError as e:
-            self.engine, self.reason = None, f"the engine did not start: {e}"
+            self.engine, self.reason = None, f"{ENGINE_DOWN}{e}"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()

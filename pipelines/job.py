@@ -177,6 +177,8 @@ def build_engine(spec: EngineSpec) -> tuple[EngineConfig, str]:
         key = sorted(twice)[0]
         raise EngineError(f"engine option '{key}': set it as engine.{key} (--{key.replace('_', '-')}), not among the options")
     config = engine_config(name, model=spec.model, max_model_len=spec.max_model_len, **spec.options)
+    if name == "openai":
+        config = config.with_served_model()  # model_id names it in every result and fingerprint
     config.chat_format()  # fails now, with the install hint, if the engine's extra is missing
     return config, why
 

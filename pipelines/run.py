@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.graph import GraphSpec, run_graph
+from pipelines.graph import ENGINE_DOWN, GraphSpec, run_graph
 from pipelines.lease import Lease, hold_output
 from pipelines.prompt import PROMPT_VERSION
 from pipelines.records import Skipped, SourceRef
@@ -59,6 +59,7 @@ class RunReport:
     wall_seconds: float = 0.0
     manifest: str = ""
     stopped: str | None = None  # why the run ended before every document was done
+    engine_down: str | None = None  # set when no window ran: the engine never started anywhere
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -176,12 +177,16 @@ def _run_graph(
     """Merge and write each document as soon as its windows are in."""
     result_keys = {t["doc_id"]: t["result_key"] for t in todo}
     pending: dict[str, dict[int, dict[str, Any]]] = {}
+    inferred, down = 0, []
     for row in run_graph([{"ref": t["ref"], "source_key": t["source_key"]} for t in todo], spec):
         windows = pending.setdefault(row["doc_id"], {})
         if row["window"] in windows:
             continue  # delivered twice after a retry
         windows[row["window"]] = row
         if row["window"] >= 0:
+            inferred += 1
+            if (row["error"] or "").startswith(f"engine error: {ENGINE_DOWN}"):
+                down.append(row["error"].removeprefix("engine error: "))
             progress("window", {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"]})
         if len(windows) == max(row["windows"], 1):
             lease.check()
@@ -190,6 +195,8 @@ def _run_graph(
             progress("document", {"outcome": outcome})
     if pending:  # not expected: the graph delivers every window or raises
         raise RuntimeError(f"run ended with incomplete documents: {sorted(pending)}")
+    if inferred and len(down) == inferred:
+        report.engine_down = down[0]
 
 
 def _finish(windows: dict[int, dict[str, Any]], spec: GraphSpec, ident: RunIdentity, out: Storage, key: str) -> DocOutcome:

@@ -141,11 +141,14 @@ class LocalStorage:
     @contextmanager
     def _locked(self, key: str) -> Iterator[None]:
         """Makes a compare and its swap one step among the processes of this machine."""
-        path = self.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.parent / f".{path.name}.lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        folder = (self.root / key).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)  # the folder's own lock: no lock file left behind
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed, or when the process dies
             yield
+        finally:
+            os.close(fd)
 
     def remove_temporaries(self) -> int:
         """Delete temporary files a killed run left behind; returns how many."""

@@ -526,16 +526,15 @@ def test_readme_commands_name_files_that_exist():
 
 
 def test_ray_serve_llm_config_is_the_vllm_engines_preset():
-    """infra/serve/llama-3.1-8b.yaml serves what the vllm engine would run, under the openai engine's
-    default model name (Ray Serve's own classes accept it: tests/test_vllm_cpu.py)."""
-    from pipelines.engines.openai_compat import OpenAIConfig
+    """infra/serve/llama-3.1-8b.yaml serves what the vllm engine would run, as its only model (Ray
+    Serve's own classes accept it: tests/test_vllm_cpu.py)."""
     from pipelines.engines.vllm import VLLMConfig
 
     [app] = yaml.safe_load((INFRA / "serve" / "llama-3.1-8b.yaml").read_text())["applications"]
     assert app["import_path"] == "ray.serve.llm:build_openai_app"
     [llm] = app["args"]["llm_configs"]
     preset = VLLMConfig(preset="8b-1gpu")
-    assert llm["model_loading_config"]["model_id"] == OpenAIConfig().model == preset.model_source
+    assert llm["model_loading_config"]["model_id"] == preset.model_source  # the only model: --engine openai picks it up
     assert llm["engine_kwargs"] == preset.engine_settings()
     assert llm["deployment_config"]["autoscaling_config"]["target_ongoing_requests"] == preset.engine_settings()["max_num_seqs"]
 

@@ -103,6 +103,27 @@ def test_a_folder_with_nothing_to_extract_says_what_it_ignored(tmp_path: Path):
     assert "results:" not in text and not (out / "brief").exists()
 
 
+def test_an_engine_that_never_starts_records_every_document_and_exits_1(corpus: Path, tmp_path: Path):
+    """A GGUF with a tokenizer and template but no weights: it packs (preflight passes), but
+    llama.cpp cannot load it on any worker. Every document is recorded failed with that reason,
+    the manifest is written, and the command says so in one error line, exit 1."""
+    from tests.ggufgen import write_llama3_gguf
+
+    model = write_llama3_gguf(tmp_path / "no-weights.gguf")
+    out = tmp_path / "out"
+    proc = longctx(
+        "run", str(corpus), "--out", str(out), "--schema", SMALL[1], "--model", str(model), "--engine-option", "restarts=0"
+    )
+    assert proc.returncode == 1, proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: the engine did not start: llama.cpp could not load {model}")
+    assert "3 documents recorded failed" in proc.stderr and "--retry-failed" in proc.stderr
+    [m] = manifests(out)
+    assert m["counts"]["failed"] == 3 and all(
+        "engine did not start" in s["reason"] or "corrupt" in s["reason"] for s in m["sources"]
+    )
+
+
 def test_truncated_output_is_retried_then_recorded_with_raw_text(corpus: Path, tmp_path: Path):
     out = tmp_path / "out"
     proc = longctx("run", str(corpus / "notes.md"), "--out", str(out), *SMALL, "--max-output-tokens", "4")

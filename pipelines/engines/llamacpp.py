@@ -123,7 +123,10 @@ class LlamaCppEngine:
         params.cpuparams_batch.n_threads = threads  # prefill
         params.verbosity = -1  # llama.cpp's log lines would cover the progress bar
         params.warmup = False
-        self.server = xllamacpp.Server(params)
+        try:
+            self.server = xllamacpp.Server(params)
+        except RuntimeError as e:  # a GGUF without weights, or weights this llama.cpp cannot load; out of memory
+            raise EngineError(f"llama.cpp could not load {config.path}: {e}") from None
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         return [self._one(r) for r in requests]

@@ -52,7 +52,7 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, ClassVar, Literal
 
@@ -81,7 +81,7 @@ class OpenAIConfig:
     name: ClassVar[str] = "openai"
 
     base_url: str = "http://localhost:8000/v1"  # vllm serve's default
-    model: str = "meta-llama/Llama-3.1-8B-Instruct"  # the served model name
+    model: str | None = None  # the served model name; None: the server's only model (with_served_model)
     tokenizer: str = "llama-3.1"
     max_model_len: int = 131072
     prompt_as: Literal["ids", "text", "messages"] = "ids"
@@ -116,6 +116,18 @@ class OpenAIConfig:
             return LlamaCppConfig(model=path or None).chat_format()
         raise EngineError(f"openai: unknown tokenizer '{self.tokenizer}' (llama-3.1, llama-3.1:<dir>, gguf, gguf:<path>)")
 
+    def with_served_model(self) -> OpenAIConfig:
+        """This config naming its model: the one given, else the only one the server serves."""
+        if self.model:
+            return self
+        served = served_models(self, client(self))
+        if served is None:
+            raise EngineError(f"openai: {self.base_url} does not list its models: name the served model with --model")
+        if len(served) != 1:
+            names = ", ".join(served)
+            raise EngineError(f"openai: {self.base_url} serves {len(served)} models ({names}): choose one with --model")
+        return replace(self, model=served[0])
+
     def preflight(self, concurrency: int) -> None:
         """The server answers, takes the key and serves the model."""
         check_server(self, client(self))
@@ -136,18 +148,23 @@ def client(config: OpenAIConfig):
     )
 
 
-def check_server(config: OpenAIConfig, api) -> None:
-    """Fail at start, not per request, when the server is down or does not serve the model."""
+def served_models(config: OpenAIConfig, api) -> list[str] | None:
+    """The model names the server lists; None for a server without ``/models``."""
     import openai
 
     try:
-        served = [m.id for m in api.models.list().data]
+        return [m.id for m in api.models.list().data]
     except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
         raise EngineError(f"openai: {config.base_url} refused the key in {API_KEY_ENV} (HTTP {e.status_code})") from None
     except openai.APIStatusError:
-        return  # a server without /models: requests will tell
+        return None
     except openai.APIConnectionError as e:
         raise EngineError(f"openai: cannot reach {config.base_url}: {e}") from None
+
+
+def check_server(config: OpenAIConfig, api) -> None:
+    """Fail at start, not per request, when the server is down or does not serve the model."""
+    served = served_models(config, api)  # None: a server without /models; requests will tell
     if served and config.model not in served:
         raise EngineError(f"openai: {config.base_url} does not serve '{config.model}' (served: {', '.join(served)}; set --model)")
 
@@ -190,8 +207,9 @@ class OpenAIEngine:
         prompt_tokens, completion_tokens = usage or (n_prompt, len(self.chat.tokenizer.encode(text)))
         if prompt_tokens != n_prompt and not self.count_warned:
             self.count_warned = True
-            log.warning("the server counted %d prompt tokens, the packer %d: is tokenizer=%r the served model's?",
-                        prompt_tokens, n_prompt, self.config.tokenizer)  # fmt: skip
+            log.warning("the server counted %d prompt tokens, the packer %d: prompts are packed with tokenizer=%r; if %s "
+                        "has another, pass --tokenizer llama-3.1:DIR (its model directory) or gguf:FILE (its GGUF)",
+                        prompt_tokens, n_prompt, self.config.tokenizer, self.config.model)  # fmt: skip
         return Completion(r.request_id, text, reason, prompt_tokens, completion_tokens,
                           constrained=constrained, tokens_estimated=usage is None)  # fmt: skip
 
