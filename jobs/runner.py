@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 # Read by Ray when it is first imported. A local instance's workers run this
 # very interpreter, so Ray's `uv run` hook, which copies the project and
@@ -26,11 +27,25 @@ class RayStartError(RuntimeError):
     """Ray did not start, or its cluster could not be joined; one line."""
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A cluster address that does not answer fails now: ray.init would retry it for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
+        raise RayStartError(
+            f"cannot join the Ray cluster at {address}: {why} (expected HOST:PORT of its head, e.g. 10.0.0.5:6379)"
+        ) from None
+
+
 def start_ray(address: str | None, attempts: int = 2) -> None:
     """``"local"``: a private instance on this machine (never one found running here),
     started again once if it fails (it can time out on a busy machine); an address
     joins that cluster; None is ``ray.init()``'s own choice, which inside a submitted
     job is the job's cluster."""
+    if address not in (None, "local", "auto"):
+        check_reachable(address)
     # Ray's start-up warnings are for cluster operators; errors still show.
     extra = {"include_dashboard": False} if address == "local" else {}
     for attempt in range(1, attempts + 1):

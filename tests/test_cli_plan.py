@@ -121,6 +121,7 @@ def test_schemas_commands():
     (["run", str(EXAMPLES), "--engine", "vllm"], "pip install 'longctx[vllm]'"),  # Ray up, then preflight
     (["run", str(EXAMPLES), "--engine", "vllm", "--engine-option", "model=x"], "set it as engine.model (--model)"),
     (["run", str(EXAMPLES), "--out", str(EXAMPLES / "meeting-notes.md")], "meeting-notes.md is a file, not a folder"),
+    (["run", str(EXAMPLES), "--address", "127.0.0.1:1"], "cannot join the Ray cluster at 127.0.0.1:1: Connection refused"),
 ])  # fmt: skip
 def test_run_bad_arguments_fail_before_any_work(args, message, tmp_path):
     proc = longctx(*args, *([] if "--out" in args else ["--out", str(tmp_path / "out")]))

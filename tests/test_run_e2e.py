@@ -111,9 +111,7 @@ def test_an_engine_that_never_starts_records_every_document_and_exits_1(corpus: 
 
     model = write_llama3_gguf(tmp_path / "no-weights.gguf")
     out = tmp_path / "out"
-    proc = longctx(
-        "run", str(corpus), "--out", str(out), "--schema", SMALL[1], "--model", str(model), "--engine-option", "restarts=0"
-    )
+    proc = longctx("run", str(corpus), "--out", str(out), *SMALL, "--model", str(model))
     assert proc.returncode == 1, proc.stderr
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert line.startswith(f"error: the engine did not start: llama.cpp could not load {model}")
