@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from pipelines.chat import Llama31Chat
 from pipelines.packer import DEFAULT_MAX_MODEL_LEN, PackSettings
@@ -20,13 +20,15 @@ from pipelines.tokenizer import TokenizerError, llama3_tokenizer
 from pipelines.user_schema import SchemaError, resolve_schema
 from schemas import BUILTIN
 
+# Plain help (click's): it wraps at any width; rich's boxed panels cut option names at 80 columns.
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     no_args_is_help=True,
     help="Read long documents into schema-valid JSON with Llama 3.1.",
 )
-schemas_app = typer.Typer(help="The extraction schemas.", no_args_is_help=True)
+schemas_app = typer.Typer(help="The extraction schemas.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(schemas_app, name="schemas")
 out = Console()
 err = Console(stderr=True)
@@ -83,7 +85,10 @@ def plan(
     if dump:
         dump.mkdir(parents=True, exist_ok=True)
     totals = {"documents": 0, "failed": 0, "windows": 0, "prompt_tokens": 0}
-    table = Table("document", "status", "tokens", "windows", "prompt tokens per window", box=None)
+    # Long names and reasons fold onto the next line instead of being cut at the terminal's width.
+    table = Table(
+        *(Column(h, overflow="fold") for h in ("document", "status", "tokens", "windows", "prompt tokens per window")), box=None
+    )
     skipped: list[tuple[str, str, str]] = []
     plans = (p for spec, group in schema_runs([schema], refs) for p in plan_documents(group, spec, chat, settings))
     for p in plans:

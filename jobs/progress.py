@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 import jobs
 from pipelines.run import RunReport
@@ -56,7 +56,7 @@ class RunProgress:
 
 def print_summary(console: Console, report: RunReport, engine: str, results: str) -> None:
     counts = report.counts()
-    table = Table(title=f"run {report.run_id}", show_header=False, box=None)
+    table = Table(Column(), Column(overflow="fold"), title=f"run {report.run_id}", show_header=False, box=None)
     for status in ("ok", "partial", "failed", "skipped", "not_reached"):
         if counts[status] or status != "not_reached":
             table.add_row(f"documents {status.replace('_', ' ')}", str(counts[status]))
