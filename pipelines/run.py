@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +60,7 @@ class RunReport:
     manifest: str = ""
     stopped: str | None = None  # why the run ended before every document was done
     engine_down: str | None = None  # set when no window ran: the engine never started anywhere
+    deliveries: dict[str, int] = field(default_factory=lambda: {"rows": 0, "repeated": 0})
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -176,27 +177,45 @@ def _run_graph(
 ) -> None:
     """Merge and write each document as soon as its windows are in."""
     result_keys = {t["doc_id"]: t["result_key"] for t in todo}
-    pending: dict[str, dict[int, dict[str, Any]]] = {}
     inferred, down = 0, []
-    for row in run_graph([{"ref": t["ref"], "source_key": t["source_key"]} for t in todo], spec):
-        windows = pending.setdefault(row["doc_id"], {})
-        if row["window"] in windows:
-            continue  # delivered twice after a retry
-        windows[row["window"]] = row
-        if row["window"] >= 0:
-            inferred += 1
-            if (row["error"] or "").startswith(f"engine error: {ENGINE_DOWN}"):
-                down.append(row["error"].removeprefix("engine error: "))
-            progress("window", {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"]})
-        if len(windows) == max(row["windows"], 1):
-            lease.check()
-            outcome = _finish(pending.pop(row["doc_id"]), spec, ident, out, result_keys[row["doc_id"]])
-            report.outcomes.append(outcome)
-            progress("document", {"outcome": outcome})
-    if pending:  # not expected: the graph delivers every window or raises
-        raise RuntimeError(f"run ended with incomplete documents: {sorted(pending)}")
+
+    def on_window(row: dict[str, Any]) -> None:
+        nonlocal inferred
+        inferred += 1
+        if (row["error"] or "").startswith(f"engine error: {ENGINE_DOWN}"):
+            down.append(row["error"].removeprefix("engine error: "))
+        progress("window", {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"]})
+
+    rows = run_graph([{"ref": t["ref"], "source_key": t["source_key"]} for t in todo], spec)
+    for doc_id, windows in documents(rows, report.deliveries, on_window):
+        lease.check()
+        outcome = _finish(windows, spec, ident, out, result_keys[doc_id])
+        report.outcomes.append(outcome)
+        progress("document", {"outcome": outcome})
     if inferred and len(down) == inferred:
         report.engine_down = down[0]
+
+
+def documents(
+    rows: Iterable[dict[str, Any]], deliveries: dict[str, int], on_window: Callable[[dict[str, Any]], None] = lambda row: None
+) -> Iterator[tuple[str, dict[int, dict[str, Any]]]]:
+    """(doc_id, its window rows by window) as soon as every window of a document is in. Delivery
+    is at least once: a window delivered again (a batch re-run after its actor died) is dropped
+    and counted in ``deliveries``: {"rows": all delivered, "repeated": dropped}."""
+    pending: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        deliveries["rows"] += 1
+        windows = pending.setdefault(row["doc_id"], {})
+        if row["window"] in windows:
+            deliveries["repeated"] += 1
+            continue
+        windows[row["window"]] = row
+        if row["window"] >= 0:
+            on_window(row)
+        if len(windows) == max(row["windows"], 1):
+            yield row["doc_id"], pending.pop(row["doc_id"])
+    if pending:  # not expected: the graph delivers every window or raises
+        raise RuntimeError(f"run ended with incomplete documents: {sorted(pending)}")
 
 
 def _finish(windows: dict[int, dict[str, Any]], spec: GraphSpec, ident: RunIdentity, out: Storage, key: str) -> DocOutcome:
@@ -230,6 +249,7 @@ def _write_manifest(
         },
         "stopped": report.stopped,
         "counts": report.counts(),
+        "deliveries": report.deliveries,  # window rows from the graph, and those dropped as repeats
         "tokens": {
             "prompt": sum(o.prompt_tokens for o in report.outcomes),
             "completion": sum(o.completion_tokens for o in report.outcomes),

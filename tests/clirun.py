@@ -47,3 +47,9 @@ def wait_until(condition, what: str, timeout: float = 300, proc: subprocess.Pope
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         assert proc is None or proc.poll() is None, f"the command ended before {what}"
         time.sleep(0.1)
+
+
+def ray_workers(title: str) -> list[int]:
+    """PIDs of Ray worker processes whose title names ``title`` (Ray sets it to the running task)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    return [int(line.split(None, 1)[0]) for line in ps.splitlines() if "ray::" in line and title in line]

@@ -131,6 +131,19 @@ def test_run_bad_arguments_fail_before_any_work(args, message, tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written
 
 
+def test_a_local_ray_that_does_not_start_is_one_line(tmp_path):
+    """Ray's temporary folder is a file: its start fails, is tried once more, then one line."""
+    import os
+
+    (tmp_path / "not-a-folder").write_text("")
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "not-a-folder")}
+    proc = longctx("run", str(EXAMPLES / "meeting-notes.md"), "--out", str(tmp_path / "out"), env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: Ray did not start on this machine (2 tries): ") and "Not a directory" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_plan_with_a_gguf_packs_with_its_own_tokenizer_and_template(corpus, tmp_path):
     """A GGUF of Llama 3's vocabulary and chat (no weights: packing reads none) packs exactly as the
     built-in Llama 3.1 format; SmolLM2's GGUF packs with its own, into its own 8K context."""

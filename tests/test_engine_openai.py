@@ -68,6 +68,7 @@ class FaultProxy:
     def reset(self) -> None:
         with self.lock:
             self.faults, self.reject_field, self.dead_after, self.seen, self.drop_usage = [], None, None, [], False
+            self.hang_s = 10.0
 
     def requests(self, path: str) -> list[dict[str, Any]]:
         return [r for r in self.seen if r["path"] == path]
@@ -362,6 +363,42 @@ def test_cli_run_through_a_server_that_dies_keeps_what_finished(proxy, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert len(proxy.requests("/v1/completions")) == sent + 2
     assert all(json.loads(p.read_text())["status"] == "ok" for p in (out / "brief").glob("*.json"))
+
+
+def test_cli_run_resends_the_window_of_a_killed_inference_actor(proxy, tmp_path):
+    """An inference actor killed while its request is at the server: Ray restarts it and the
+    window is sent again (the server sees that prompt twice); every document ends with one
+    result, and the manifest counts the deliveries."""
+    import signal
+    import subprocess
+
+    from tests.clirun import LONGCTX, SMALL, ray_workers, wait_until
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        (src / f"note{i}.md").write_text(f"# Note {i}\n\nThe team shipped part {i} of the parser.\n")
+    out = tmp_path / "out"
+    proxy.hang_s = 60  # the first request stays at the server until its actor is killed
+    proxy.faults = ["hang"]
+    args = [LONGCTX, "run", str(src), "--out", str(out), *SMALL, "--base-url", proxy.url, "--model", "smollm2",
+            "--tokenizer", "gguf", "--engine-option", "structured=json_schema"]  # fmt: skip
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: proxy.requests("/v1/completions"), "the first request", proc=proc)
+        held = proxy.requests("/v1/completions")[0]["body"]["prompt"]
+        for pid in ray_workers("InferActor"):
+            os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=540)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert [r["body"]["prompt"] for r in proxy.requests("/v1/completions")].count(held) >= 2  # sent again
+    res = [json.loads(p.read_text()) for p in (out / "brief").glob("*.json")]
+    assert sorted(r["status"] for r in res) == ["ok", "ok"]
+    [manifest] = [json.loads(p.read_text()) for p in (out / "_runs").glob("*/manifest.json")]
+    assert manifest["deliveries"]["rows"] - manifest["deliveries"]["repeated"] == 2  # each window once
 
 
 def test_cli_run_against_a_server_that_fails_first(proxy, tmp_path):

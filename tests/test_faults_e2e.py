@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.clirun import LONGCTX, SMALL, longctx, s3_json, s3_keys, wait_until
+from tests.clirun import LONGCTX, SMALL, longctx, ray_workers, s3_json, s3_keys, wait_until
 from tests.s3server import client_with_bucket
 
 BUCKET = "faults"
@@ -40,12 +40,6 @@ def uri(client) -> str:
 def start_run(uri: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([LONGCTX, "run", uri + "in/", "--out", uri + "out/", *SMALL], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
-def ray_workers(title: str) -> list[int]:
-    """PIDs of Ray worker processes whose title names ``title`` (Ray sets it to the running task)."""
-    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
-    return [int(line.split(None, 1)[0]) for line in ps.splitlines() if "ray::" in line and title in line]
 
 
 def results(client, uri: str) -> dict[str, dict]:

@@ -3,6 +3,8 @@
 import json
 from array import array
 
+import pytest
+
 from pipelines.engines import engine_config
 from pipelines.graph import GraphSpec, parse_and_pack
 from pipelines.ingest import IngestLimits
@@ -105,3 +107,20 @@ def test_a_batch_is_tried_again_on_a_fresh_engine(tmp_path):
     actor.engine = None
     [w] = actor(pa.Table.from_pylist(rows)).to_pylist()
     assert actor.builds == 3 and w["error"].startswith("engine error: the engine did not start")
+
+
+def test_the_driver_drops_a_window_delivered_twice_and_counts_it():
+    from pipelines.run import documents
+
+    def row(doc, window, windows):
+        return {"doc_id": doc, "window": window, "windows": windows, "error": None}
+
+    # b's window 0 comes again (its batch re-ran after the actor died), a failed document is one row.
+    rows = [row("b", 0, 2), row("a", 0, 1), row("b", 0, 2), row("c", -1, 0), row("b", 1, 2)]
+    deliveries, seen = {"rows": 0, "repeated": 0}, []
+    done = list(documents(rows, deliveries, seen.append))
+    assert [(d, sorted(w)) for d, w in done] == [("a", [0]), ("c", [-1]), ("b", [0, 1])]
+    assert deliveries == {"rows": 5, "repeated": 1}
+    assert [(r["doc_id"], r["window"]) for r in seen] == [("b", 0), ("a", 0), ("b", 1)]  # each window once
+    with pytest.raises(RuntimeError, match=r"incomplete documents: \['d'\]"):
+        list(documents([row("d", 0, 2)], {"rows": 0, "repeated": 0}))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clirun import LONGCTX, SMALL, longctx, wait_until
+from tests.clirun import LONGCTX, SMALL, extract, longctx, wait_until
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
 
 
@@ -120,6 +120,37 @@ def test_an_engine_that_never_starts_records_every_document_and_exits_1(corpus: 
     assert m["counts"]["failed"] == 3 and all(
         "engine did not start" in s["reason"] or "corrupt" in s["reason"] for s in m["sources"]
     )
+
+
+def test_a_rerun_redoes_what_a_changed_setting_changes(tmp_path: Path):
+    """The fingerprint covers the limits that change a document's text, not the parse sandbox's
+    bounds; a stored result that cannot be read stops the run with one line, never redone blind."""
+    src = tmp_path / "in"
+    src.mkdir()
+    make_pdf(src / "one.pdf", lorem_pages(1, words_per_page=80), title="One")
+    (src / "notes.md").write_text("# Notes\n\nThe parser shipped.\n")
+    out = tmp_path / "out"
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        json.dumps({"sources": [str(src)], "output": str(out), "schemas": [SMALL[1]], "engine": {"max_model_len": 1024}})
+    )
+
+    def rerun(*settings: str) -> dict:
+        proc = extract("--config", str(job), *(a for s in settings for a in ("--set", s)))
+        assert proc.returncode == 0, proc.stderr
+        return manifests(out)[-1]["counts"]
+
+    assert rerun()["ok"] == 2
+    assert rerun("limits.parse_timeout_s=120")["skipped"] == 2  # a sandbox bound: nothing to redo
+    assert rerun("limits.max_page_chars=100")["skipped"] == 0  # the PDF's text changes: redone, and so is the rest
+    assert rerun("limits.max_page_chars=100")["skipped"] == 2
+    (out / "brief" / "notes.md.json").unlink()
+    (out / "brief" / "notes.md.json").mkdir()  # a result that cannot be read (as EACCES or EIO would be)
+    proc = extract("--config", str(job))
+    assert proc.returncode == 1, proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: cannot read ") and line.endswith("notes.md.json: Is a directory")
+    assert manifests(out)[-1]["stopped"] == line.removeprefix("error: ")
 
 
 def test_truncated_output_is_retried_then_recorded_with_raw_text(corpus: Path, tmp_path: Path):
