@@ -245,6 +245,55 @@ def run_job(data: dict, origin: str, address: str | None) -> None:
             raise typer.Exit(1)
 
 
+@app.command("eval")
+def evaluate(
+    results: Annotated[Path, typer.Argument(help="A run's output folder (holding <schema>/...json).")],
+    gold: Annotated[Path, typer.Argument(help="Gold JSON files at the same relative paths as their results.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per document, per line.")] = False,
+) -> None:
+    """Score results against gold JSON, field by field (see pipelines/evaluate.py for the rules)."""
+    from pipelines.evaluate import field_means, score_document
+
+    for folder in (results, gold):
+        if not folder.is_dir():
+            raise fail(f"{folder} is not a folder")
+    golds = sorted(p for p in gold.rglob("*.json") if p.is_file())
+    if not golds:
+        raise fail(f"no gold files (*.json) under {gold}")
+    documents, missing = [], []
+    for path in golds:
+        rel = path.relative_to(gold).as_posix()
+        want = _read_json(path)
+        got = _read_json(results / rel) if (results / rel).is_file() else None
+        if not isinstance(want, dict) or (got is not None and not isinstance(got, dict)):
+            raise fail(f"{path if not isinstance(want, dict) else results / rel}: expected a JSON object")
+        if got is None:
+            missing.append(rel)
+        schema = resolve_schema(got["schema"]).json_schema if got and got.get("schema") in BUILTIN else None
+        scores = score_document(got.get("data") if got else None, want, schema)
+        documents.append(scores)
+        if as_json:
+            status = got.get("status") if got else "missing"
+            print(json.dumps({"gold": rel, "status": status, "fields": {s.field: round(s.score, 4) for s in scores}}))
+    if as_json:
+        return
+    means = field_means(documents)
+    table = Table("field", "mean score", box=None)
+    for field, mean in means.items():
+        table.add_row(field, f"{mean:.3f}")
+    out.print(table)
+    overall = sum(means.values()) / len(means) if means else 0.0
+    out.print(f"{len(golds)} documents, {len(means)} fields, mean {overall:.3f}"
+              + (f"; no result for {len(missing)}: {', '.join(missing)}" if missing else ""), highlight=False)  # fmt: skip
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise fail(f"{path}: {e.strerror if isinstance(e, OSError) else 'not valid JSON'}") from None
+
+
 @app.command()
 def submit(
     config: Annotated[Path, typer.Argument(help="The job spec (YAML), inside the working directory.")],
