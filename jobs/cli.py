@@ -57,7 +57,8 @@ def plan(
         str | None, typer.Option(help="Model directory or tokenizer.model; default: the packaged Llama 3.1 one.")
     ] = None,
     model: Annotated[
-        Path | None, typer.Option(help="A GGUF file: pack with its own tokenizer and chat template instead.")
+        Path | None,
+        typer.Option(help="A GGUF file or a model directory: pack with its own tokenizer and chat template instead."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per window, per line.")] = False,
     dump: Annotated[Path | None, typer.Option(help="Write each window's exact prompt (text and token ids) here.")] = None,
@@ -67,6 +68,7 @@ def plan(
 ) -> None:
     """Show how every document packs into prompt windows. Needs no model."""
     from pipelines.gguf_model import GGUFError, gguf_chat
+    from pipelines.hf_model import model_dir_chat, model_dir_context
 
     if model and tokenizer:
         raise fail("give --model (a GGUF file) or --tokenizer, not both")
@@ -76,10 +78,15 @@ def plan(
         if schema != AUTO_SCHEMA:
             resolve_schema(schema)
         refs, ignored = list_sources(sources, s3_endpoint_url)
-        chat = gguf_chat(str(model), model.name) if model else Llama31Chat(llama3_tokenizer(tokenizer))
+        if model and model.is_dir():
+            chat, context = model_dir_chat(str(model)), model_dir_context(str(model))
+        elif model:
+            chat = gguf_chat(str(model), model.name)
+            context = chat.tokenizer.vocab.context_length
+        else:
+            chat, context = Llama31Chat(llama3_tokenizer(tokenizer)), None
     except (SchemaError, SourceError, TokenizerError, GGUFError) as e:
         raise fail(str(e)) from None
-    context = model and chat.tokenizer.vocab.context_length
     max_model_len = max_model_len or context or DEFAULT_MAX_MODEL_LEN
     settings = PackSettings(max_model_len=max_model_len, max_output_tokens=max_output_tokens)
     if dump:
@@ -159,7 +166,8 @@ def run(
         str | None, typer.Option(help="openai: the server, e.g. http://host:8000/v1 (implies --engine openai).")
     ] = None,
     tokenizer: Annotated[
-        str | None, typer.Option(help="openai: the served model's tokenizer: llama-3.1 (default), llama-3.1:DIR, gguf:FILE.")
+        str | None,
+        typer.Option(help="openai: the served model's tokenizer: llama-3.1 (default), llama-3.1:DIR, gguf:FILE, hf:DIR."),
     ] = None,
     engine_option: Annotated[
         list[str] | None, typer.Option(help="Any other engine setting as key=value (YAML value); repeatable.")

@@ -175,27 +175,27 @@ _SYSTEM, _USER = "\x00longctx-system\x00", "\x00longctx-user\x00"
 
 
 class TemplateChat:
-    """The GGUF's chat template over its tokenizer: one system and one user message
-    and the generation prompt. Parts of the user message are joined and encoded
-    together (``exact_parts`` False: byte-level BPE does not always split at a
-    newline, so the packer leaves slack)."""
+    """A model's chat template over its tokenizer (a GGUF's, or a model directory's:
+    ``pipelines/hf_model.py``): one system and one user message and the generation
+    prompt. Parts of the user message are joined and encoded together (``exact_parts``
+    False: byte-level BPE does not always split at a newline, so the packer leaves slack).
+    ``tokenizer``: ``encode`` for ordinary text, ``markers`` (special token text -> id)."""
 
     exact_parts = False
 
-    def __init__(self, tokenizer: GGUFTokenizer):
+    def __init__(self, tokenizer, template: str | None, bos: str, eos: str, origin: str):
         self.tokenizer = tokenizer
-        vocab = tokenizer.vocab
-        if not vocab.chat_template:
-            raise GGUFError(f"{vocab.path}: no tokenizer.chat_template in the file")
-        self._template = _compile(vocab.chat_template)
-        bos, eos = (vocab.tokens[i] if i is not None and 0 <= i < len(vocab.tokens) else "" for i in (vocab.bos_id, vocab.eos_id))
+        self.origin = origin
+        if not template:
+            raise GGUFError(f"{origin}: no chat template")
+        self._template = _compile(template)
         self._render = functools.partial(self._template.render, bos_token=bos, eos_token=eos, add_generation_prompt=True)
         self._pieces = self._split(self._frame())
 
     def _frame(self) -> str:
         text = self._render(messages=[{"role": "system", "content": _SYSTEM}, {"role": "user", "content": _USER}])
         if text.count(_SYSTEM) != 1 or text.count(_USER) != 1:
-            raise GGUFError(f"{self.tokenizer.vocab.path}: the chat template does not show one system and one user message")
+            raise GGUFError(f"{self.origin}: the chat template does not show one system and one user message")
         return text
 
     def _split(self, frame: str) -> list[int | str]:
@@ -249,4 +249,9 @@ def _compile(source: str):
 @functools.lru_cache(maxsize=4)
 def gguf_chat(path: str, name: str) -> TemplateChat:
     """A GGUF file's chat format: its tokenizer and template (cached per file)."""
-    return TemplateChat(GGUFTokenizer(read_vocab(path), name))
+    vocab = read_vocab(path)
+    bos, eos = (vocab.tokens[i] if i is not None and 0 <= i < len(vocab.tokens) else "" for i in (vocab.bos_id, vocab.eos_id))
+    template = vocab.chat_template
+    if not template:
+        raise GGUFError(f"{vocab.path}: no tokenizer.chat_template in the file")
+    return TemplateChat(GGUFTokenizer(vocab, name), template, bos, eos, origin=vocab.path)

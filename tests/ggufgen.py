@@ -12,6 +12,21 @@ import gguf
 
 CONTROL = 3  # llama.cpp's token type of a marker
 
+# Texts a tokenizer must encode as the reference does: marker strings, odd whitespace, CJK, code.
+TEXTS = [
+    "Hello world",
+    "  leading spaces and\ttabs\n\n\nnewlines  \n",
+    "<|im_end|> inside <|im_start|>user text <|endoftext|><|eot_id|><|start_header_id|>",
+    "数字 1234567 中文 日本語の文章 한국어 텍스트",
+    "def f(x):\n    return x**2  # comment\n\n\nclass A:\n\tpass\r\n",
+    "emoji 😀🚀 and accents café naïve Ünïcödé",
+    "'s 're 'VE 'Ll mixed CASE words DON'T",
+    "a\r\nb\rc\u00a0d\u2003e\u200bf",
+    "    \n   \n\t\t\n",
+    "x" * 300 + " " + "1" * 50,
+    '{"key": [1, 2.5e-3, null], "s": "q\\"uote"}',
+]
+
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
     "{% if m['role'] == 'system' %}Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{% endif %}"

@@ -15,22 +15,8 @@ from pipelines import gguf_model as G
 from pipelines.chat import Llama31Chat
 from pipelines.engines.llamacpp import default_model_path
 from pipelines.tokenizer import llama3_tokenizer
-from tests.ggufgen import LLAMA3_TEMPLATE, write_gguf, write_llama3_gguf
+from tests.ggufgen import LLAMA3_TEMPLATE, TEXTS, write_gguf, write_llama3_gguf
 from tests.llamacpp_ref import llama_cpp_template, llama_cpp_tokenize
-
-TEXTS = [
-    "Hello world",
-    "  leading spaces and\ttabs\n\n\nnewlines  \n",
-    "<|im_end|> inside <|im_start|>user text <|endoftext|><|eot_id|><|start_header_id|>",
-    "数字 1234567 中文 日本語の文章 한국어 텍스트",
-    "def f(x):\n    return x**2  # comment\n\n\nclass A:\n\tpass\r\n",
-    "emoji 😀🚀 and accents café naïve Ünïcödé",
-    "'s 're 'VE 'Ll mixed CASE words DON'T",
-    "a\r\nb\rc\u00a0d\u2003e\u200bf",
-    "    \n   \n\t\t\n",
-    "x" * 300 + " " + "1" * 50,
-    '{"key": [1, 2.5e-3, null], "s": "q\\"uote"}',
-]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -76,7 +76,8 @@ class OpenAIConfig:
     ``llama-3.1:<dir>`` (a model directory's ``original/tokenizer.model``, or a
     rank file), ``gguf:<path>`` (the vocabulary of a GGUF file with the ChatML
     template, as SmolLM2's; needs the llamacpp extra) or ``gguf`` (the packaged
-    SmolLM2)."""
+    SmolLM2) or ``hf:<dir>`` (a model directory's ``tokenizer.json`` and its
+    ``tokenizer_config.json`` chat template: Qwen, Mistral, DeepSeek, ...)."""
 
     name: ClassVar[str] = "openai"
 
@@ -114,7 +115,17 @@ class OpenAIConfig:
             from pipelines.engines.llamacpp import LlamaCppConfig
 
             return LlamaCppConfig(model=path or None).chat_format()
-        raise EngineError(f"openai: unknown tokenizer '{self.tokenizer}' (llama-3.1, llama-3.1:<dir>, gguf, gguf:<path>)")
+        if kind == "hf" and path:
+            from pipelines.gguf_model import GGUFError
+            from pipelines.hf_model import model_dir_chat
+
+            try:
+                return model_dir_chat(path)
+            except GGUFError as e:
+                raise EngineError(f"openai: tokenizer {self.tokenizer}: {e}") from None
+        raise EngineError(
+            f"openai: unknown tokenizer '{self.tokenizer}' (llama-3.1, llama-3.1:<dir>, gguf, gguf:<path>, hf:<model dir>)"
+        )
 
     def with_served_model(self) -> OpenAIConfig:
         """This config naming its model: the one given, else the only one the server serves."""
