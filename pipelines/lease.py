@@ -2,8 +2,9 @@
 
 Taken with a conditional create (S3: ``If-None-Match: *``; locally: a
 compare-and-swap under a file lock), renewed by a background thread with a
-conditional overwrite of the version the run itself wrote, released with a
-conditional delete. A lease that stopped being renewed past its expiry (a run
+conditional overwrite of the version the run itself wrote, released by one
+more such overwrite that marks it expired (longctx never deletes: its IAM
+policy grants no s3:DeleteObject). A lease that stopped being renewed past its expiry (a run
 killed on another machine), or whose holder on this machine is gone, is taken
 over with a conditional overwrite of exactly that version, so of two runs
 taking it at once only one wins. A run that loses its lease stops before its
@@ -130,8 +131,9 @@ class Lease:
         if self._thread.is_alive():
             self._thread.join()
         if self.version and not self.lost:
-            with contextlib.suppress(OutputError):  # it expires on its own
-                self.storage.delete_if(LEASE_KEY, self.version)
+            released = {**self.record(time.time()), "released": True, "expires_at_unix": 0}
+            with contextlib.suppress(OutputError):  # else it expires on its own
+                self.storage.write_if(LEASE_KEY, released, self.version)
 
     def __enter__(self) -> Lease:
         return self

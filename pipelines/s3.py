@@ -12,7 +12,7 @@ import io
 import json
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO, Any
 
 import boto3
@@ -186,28 +186,17 @@ class S3Storage:
 
     def write_if(self, key: str, obj: Any, version: str | None) -> str | None:
         condition = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
-        body = to_json(obj)
-        resp = self._if("write", key, lambda: self.client.put_object(
-            Bucket=self.bucket, Key=self._key(key), Body=body, ContentType="application/json", **condition
-        ))  # fmt: skip
-        return None if resp is None else resp["ETag"].strip('"')
-
-    def delete_if(self, key: str, version: str) -> bool:
-        return (
-            self._if("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=version))
-            is not None
-        )
-
-    def _if(self, verb: str, key: str, request: Callable[[], Any]) -> Any | None:
-        """A conditional request's answer; None when its condition failed (the object changed or is gone)."""
         try:
-            return request()
+            resp = self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=to_json(obj), ContentType="application/json", **condition
+            )
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in _CONDITION_FAILED | _MISSING:
-                return None
-            raise OutputError(f"cannot {verb} {self.uri(key)}: {_why(e)}") from None
+                return None  # the object changed, or is gone
+            raise OutputError(f"cannot write {self.uri(key)}: {_why(e)}") from None
         except BotoCoreError as e:
-            raise OutputError(f"cannot {verb} {self.uri(key)}: {_why(e)}") from None
+            raise OutputError(f"cannot write {self.uri(key)}: {_why(e)}") from None
+        return resp["ETag"].strip('"')
 
     def _get(self, key: str) -> tuple[bytes, str] | None:
         """The object's bytes and ETag; None when absent; anything else (access denied,

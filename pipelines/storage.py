@@ -1,9 +1,9 @@
 """Where results go: a local directory, or S3 (``pipelines/s3.py``) behind the same methods.
 
 Writes are atomic: a reader sees the whole object or none of it. Keys are
-posix paths relative to the output root. Conditional writes (``write_if``,
-``delete_if``) are compare-and-swap on a version token; the run's lease
-(``pipelines/lease.py``) is built on them.
+posix paths relative to the output root. A conditional write (``write_if``)
+is a compare-and-swap on a version token; the run's lease
+(``pipelines/lease.py``) is built on it. Nothing is ever deleted.
 """
 
 from __future__ import annotations
@@ -45,8 +45,6 @@ class Storage(Protocol):
     def write_if(self, key: str, obj: Any, version: str | None) -> str | None:
         """Write only if the object is still at ``version`` (None: only if there is none);
         the new version, or None when the condition failed."""
-
-    def delete_if(self, key: str, version: str) -> bool: ...
 
     def remove_temporaries(self) -> int: ...
 
@@ -101,14 +99,6 @@ class LocalStorage:
                 return None
             self._write(key, data)
         return _digest(data)
-
-    def delete_if(self, key: str, version: str) -> bool:
-        with self._locked(key):
-            current = self._read(key)
-            if current is None or _digest(current) != version:
-                return False
-            (self.root / key).unlink()
-        return True
 
     def _read(self, key: str) -> bytes | None:
         try:

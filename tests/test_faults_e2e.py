@@ -179,19 +179,26 @@ def test_ctrl_c_then_rerun_does_each_document_once(uri, client, s3_env):
     assert_whole(client, uri, s3_env)
 
 
-def test_two_runs_on_one_output(uri, client, s3_env):
+def test_two_runs_on_one_output(uri, client, s3, s3_env):
     prefix = uri.removeprefix(f"s3://{BUCKET}/")
-    first = start_run(uri, s3_env)
-    wait_until(lambda: s3_keys(client, BUCKET, prefix + "out/_runs/_lease.json"), "the first run's lease")
-    # An upload of the first run in flight (as a large result's multipart upload would be).
-    upload = client.create_multipart_upload(Bucket=BUCKET, Key=prefix + "out/brief/big.json")
-    second = longctx("run", uri + "in/", "--out", uri + "out/", *SMALL, env=s3_env, timeout=120)
-    assert second.returncode == 2, second.stderr
-    assert "is in use by another run" in one_error_line(second.stderr) and "--wait-for-lease" in second.stderr
-    uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", [])
-    assert [u["UploadId"] for u in uploads] == [upload["UploadId"]]  # the refused run touched nothing
-    waiting = subprocess.Popen([LONGCTX, "run", uri + "in/", "--out", uri + "out/", *SMALL, "--wait-for-lease", "600"],
-                               env=s3_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lease_reads = lambda: sum(1 for m, p in s3.requests if m == "GET" and p.endswith("out/_runs/_lease.json"))  # noqa: E731
+    gate = s3.hold("GET", "in/note3.md")  # the first run stays busy with that note until the gate opens
+    try:
+        first = start_run(uri, s3_env)
+        wait_until(lambda: s3_keys(client, BUCKET, prefix + "out/_runs/_lease.json"), "the first run's lease", proc=first)
+        # An upload of the first run in flight (as a large result's multipart upload would be).
+        upload = client.create_multipart_upload(Bucket=BUCKET, Key=prefix + "out/brief/big.json")
+        second = longctx("run", uri + "in/", "--out", uri + "out/", *SMALL, env=s3_env, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert "is in use by another run" in one_error_line(second.stderr) and "--wait-for-lease" in second.stderr
+        uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", [])
+        assert [u["UploadId"] for u in uploads] == [upload["UploadId"]]  # the refused run touched nothing
+        read = lease_reads()
+        waiting = subprocess.Popen([LONGCTX, "run", uri + "in/", "--out", uri + "out/", *SMALL, "--wait-for-lease", "600"],
+                                   env=s3_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        wait_until(lambda: lease_reads() > read, "the second run to find the lease held", proc=waiting)
+    finally:
+        gate.set()
     finish(first)
     out, err = waiting.communicate(timeout=540)
     assert waiting.returncode == 0, err

@@ -418,6 +418,7 @@ CALLS = {
     "head_object": "s3:GetObject",
     "list_objects_v2": "s3:ListBucket",
     "upload_fileobj": "s3:PutObject",  # multipart create/upload/complete are PutObject too
+    "put_object": "s3:PutObject",  # the lease's conditional writes
     "abort_multipart_upload": "s3:AbortMultipartUpload",
     "list_multipart_uploads": "s3:ListBucketMultipartUploads",
 }
