@@ -157,6 +157,14 @@ def test_an_output_that_refuses_writes_stops_the_run_with_its_manifest(uri, clie
     assert_whole(client, uri, s3_env)
 
 
+def test_an_output_bucket_that_does_not_exist_is_one_line(uri, s3_env):
+    proc = longctx("run", uri + "in/", "--out", "s3://no-such-bucket-here/out/", *SMALL, env=s3_env)
+    assert proc.returncode == 2, proc.stderr
+    assert one_error_line(proc.stderr) == "error: cannot write s3://no-such-bucket-here/out/_runs/_lease.json: " + (
+        "NoSuchBucket: The specified bucket does not exist"
+    )
+
+
 def test_ctrl_c_then_rerun_does_each_document_once(uri, client, s3_env):
     proc = start_run(uri, s3_env)
     wait_until(lambda: results(client, uri), "a first result")
