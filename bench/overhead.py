@@ -39,6 +39,7 @@ from pipelines.engines.llamacpp import LlamaCppConfig
 from pipelines.graph import GraphSpec
 from pipelines.infer import infer_windows
 from pipelines.ingest import IngestLimits, load_document
+from pipelines.lease import hold_output
 from pipelines.packer import PackSettings, pack_document
 from pipelines.run import run_extraction
 from pipelines.sources import list_sources
@@ -66,7 +67,9 @@ def run_pipeline(pdf_dir: Path, out: Path, spec: GraphSpec) -> dict:
     try:
         t = time.perf_counter()
         refs, ignored = list_sources([str(pdf_dir)])
-        report = run_extraction(refs, spec, LocalStorage(out), ignored=ignored, progress=progress)
+        store = LocalStorage(out)
+        with hold_output(store, ttl_s=600, wait_s=0) as lease:
+            report = run_extraction(refs, spec, store, lease, ignored=ignored, progress=progress)
         pipeline_s = time.perf_counter() - t
     finally:
         ray.shutdown()

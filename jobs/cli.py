@@ -36,9 +36,13 @@ err = Console(stderr=True)
 MAX_SKIPPED_SHOWN = 10
 
 
-def fail(message: str) -> typer.Exit:
+def say_error(message: str) -> None:
     # escaped: a message may hold brackets (pip install 'longctx[vllm]') that rich would take for markup
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> typer.Exit:
+    say_error(message)
     return typer.Exit(2)
 
 
@@ -72,11 +76,10 @@ def plan(
 
     if model and tokenizer:
         raise fail("give --model (a GGUF file) or --tokenizer, not both")
-    from pipelines.job import AUTO_SCHEMA, schema_runs
+    from pipelines.job import check_schemas, schema_runs
 
     try:
-        if schema != AUTO_SCHEMA:
-            resolve_schema(schema)
+        check_schemas([schema])
         refs, ignored = list_sources(sources, s3_endpoint_url)
         if model and model.is_dir():
             chat, context = model_dir_chat(str(model)), model_dir_context(str(model))
@@ -236,7 +239,7 @@ def run_job(data: dict, origin: str, address: str | None) -> None:
         if str(e) == "interrupted":
             err.print(f"interrupted: {done} ({where}); {again}", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        say_error(str(e))
         err.print(f"run stopped: {done} ({where}); {again}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except OutputError as e:  # before the run started: the output cannot be read or cleaned up
@@ -247,7 +250,7 @@ def run_job(data: dict, origin: str, address: str | None) -> None:
     for r in reports:
         if r.engine_down:
             failed = r.counts()["failed"]
-            err.print(f"[red]error:[/red] {escape(r.engine_down)}", highlight=False, soft_wrap=True)
+            say_error(r.engine_down)
             again = "fix the engine, then run again with --retry-failed"
             err.print(f"{failed} documents recorded failed (manifest {r.manifest}); {again}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)

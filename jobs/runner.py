@@ -72,7 +72,7 @@ def execute(job: PreparedJob, console: Console, address: str | None = None) -> l
     RunStopped when a run ends early (finished documents are saved, the manifest says which were
     not reached), after its summary; RayStartError, EngineError and LeaseHeld before anything is written."""
     run = job.job.run
-    options = RunOptions(run.retry_failed, run.label, run.wait_for_lease_s, run.lease_ttl_s)
+    options = RunOptions(run.retry_failed, run.label)
     engine = f"{job.engine.name} ({job.engine_reason}), model {job.engine.model_id}"
     reports = []
 
@@ -88,7 +88,7 @@ def execute(job: PreparedJob, console: Console, address: str | None = None) -> l
                 graph = GraphSpec(schema, job.engine, job.settings, job.job.limits, spec.concurrency, spec.restarts)
                 try:
                     with RunProgress(console) as progress:
-                        report = run_extraction(refs, graph, job.storage, options, job.ignored, progress, lease)
+                        report = run_extraction(refs, graph, job.storage, lease, options, job.ignored, progress)
                 except RunStopped as e:
                     print_summary(console, e.report, engine, job.storage.uri(schema.name))
                     raise

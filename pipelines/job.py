@@ -118,6 +118,13 @@ AUTO_SCHEMA = "auto"
 REPO_KINDS = ("repo", "archive")  # checkouts, S3 trees and .zip/.tar.gz files: read as repositories
 
 
+def check_schemas(names: list[str]) -> None:
+    """SchemaError for the first name that is not ``auto`` and does not resolve: before any listing."""
+    for name in names:
+        if name != AUTO_SCHEMA:
+            resolve_schema(name)
+
+
 def schema_runs(names: list[str], refs: list[SourceRef]) -> list[tuple[SchemaSpec, list[SourceRef]]]:
     """One run per schema, each over the sources it applies to: ``auto`` is ``repo`` for
     repositories and ``paper`` for the rest (one run when there are none of the other)."""
@@ -188,9 +195,7 @@ def prepare(job: JobSpec) -> PreparedJob:
     if job.engine.name != "auto" and job.engine.name not in ENGINES:
         raise JobError(f"unknown engine '{job.engine.name}' (available: auto, {', '.join(ENGINES)})")
     try:
-        for name in job.schemas:  # a bad schema fails before any listing
-            if name != AUTO_SCHEMA:
-                resolve_schema(name)
+        check_schemas(job.schemas)
         engine, why = build_engine(job.engine)
         storage = open_storage(job.output, job.s3.endpoint_url)
         refs, ignored = list_sources(job.sources, job.s3.endpoint_url)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.graph import ENGINE_DOWN, GraphSpec, run_graph
-from pipelines.lease import Lease, hold_output
+from pipelines.lease import Lease
 from pipelines.prompt import PROMPT_VERSION
 from pipelines.records import Skipped, SourceRef
 from pipelines.results import RunIdentity, chat_format_id, document_result, limits_id, result_key, source_key
@@ -33,8 +33,6 @@ from pipelines.storage import OutputError, Storage, one_line
 class RunOptions:
     retry_failed: bool = False  # also redo documents whose stored result failed
     label: str | None = None  # prefix of the run id (and so of its manifest's folder), e.g. "nightly"
-    wait_for_lease_s: float = 0.0  # how long to wait for another run on the same output; then refuse
-    lease_ttl_s: float = 600.0  # a lease not renewed for this long is another run's to take
 
 
 STATUSES = ("ok", "partial", "failed", "skipped", "not_reached")
@@ -99,45 +97,38 @@ def run_extraction(
     refs: list[SourceRef],
     spec: GraphSpec,
     out: Storage,
+    lease: Lease,
     options: RunOptions = RunOptions(),
     ignored: list[Skipped] | None = None,
     progress: Progress = lambda event, info: None,
-    lease: Lease | None = None,
 ) -> RunReport:
-    """RunStopped when the run ends early (its manifest written where the store allows).
-    ``lease``: the caller's, on ``out``; else the run takes its own (LeaseHeld when another
-    run holds the output: nothing is written then)."""
+    """``lease``: the caller's, on ``out`` (``hold_output``). RunStopped when the run ends
+    early (its manifest written where the store allows)."""
     started = time.time()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]  # sorts by start time
     report = RunReport(run_id=f"{options.label}-{run_id}" if options.label else run_id, ignored=ignored or [])
     ident = identity(spec)
-    own = lease is None
-    lease = lease or hold_output(out, options.lease_ttl_s, options.wait_for_lease_s)
+    todo: list[dict[str, Any]] = []
     try:
-        todo: list[dict[str, Any]] = []
-        try:
-            out.remove_temporaries()  # what a killed run left half-written: none is a live run's, as we hold the lease
-            todo = _to_do(refs, spec, ident, out, options, report)
-            progress("start", {"documents": len(refs), "to_do": len(todo)})
-            _run_graph(todo, spec, ident, out, lease, report, progress)
-        except (OutputError, KeyboardInterrupt) as e:
-            report.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else one_line(e)
-            finished = {o.doc_id for o in report.outcomes}
-            keys = {t["doc_id"]: t["result_key"] for t in todo}
-            for ref in refs:  # every source gets a status, even when the stop came before the listing was checked
-                if ref.doc_id not in finished:
-                    key = keys.get(ref.doc_id) or result_key(spec.schema.name, ref)
-                    report.outcomes.append(DocOutcome(ref.uri, ref.doc_id, "not_reached", report.stopped, out.uri(key)))
-        report.wall_seconds = time.time() - started
-        try:
-            report.manifest = _write_manifest(report, spec, ident, out, started, options)
-        except OutputError as e:
-            if not report.stopped:
-                raise RunStopped(one_line(e), report) from None
-            raise RunStopped(f"{report.stopped}; the manifest could not be written either: {one_line(e)}", report) from None
-    finally:
-        if own:
-            lease.release()
+        out.remove_temporaries()  # what a killed run left half-written: none is a live run's, as we hold the lease
+        todo = _to_do(refs, spec, ident, out, options, report)
+        progress("start", {"documents": len(refs), "to_do": len(todo)})
+        _run_graph(todo, spec, ident, out, lease, report, progress)
+    except (OutputError, KeyboardInterrupt) as e:
+        report.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else one_line(e)
+        finished = {o.doc_id for o in report.outcomes}
+        keys = {t["doc_id"]: t["result_key"] for t in todo}
+        for ref in refs:  # every source gets a status, even when the stop came before the listing was checked
+            if ref.doc_id not in finished:
+                key = keys.get(ref.doc_id) or result_key(spec.schema.name, ref)
+                report.outcomes.append(DocOutcome(ref.uri, ref.doc_id, "not_reached", report.stopped, out.uri(key)))
+    report.wall_seconds = time.time() - started
+    try:
+        report.manifest = _write_manifest(report, spec, ident, out, started, options)
+    except OutputError as e:
+        if not report.stopped:
+            raise RunStopped(one_line(e), report) from None
+        raise RunStopped(f"{report.stopped}; the manifest could not be written either: {one_line(e)}", report) from None
     if report.stopped:
         raise RunStopped(report.stopped, report)
     return report
