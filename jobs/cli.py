@@ -61,8 +61,11 @@ def plan(
         str | None, typer.Option(help="Model directory or tokenizer.model; default: the packaged Llama 3.1 one.")
     ] = None,
     model: Annotated[
-        Path | None,
-        typer.Option(help="A GGUF file or a model directory: pack with its own tokenizer and chat template instead."),
+        str | None,
+        typer.Option(
+            help="A GGUF file, a model directory or a named model (smollm2, qwen2.5-coder-1.5b): "
+            "pack with its own tokenizer and chat template instead."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per window, per line.")] = False,
     dump: Annotated[Path | None, typer.Option(help="Write each window's exact prompt (text and token ids) here.")] = None,
@@ -73,6 +76,7 @@ def plan(
     """Show how every document packs into prompt windows. Needs no model."""
     from pipelines.gguf_model import GGUFError, gguf_chat
     from pipelines.hf_model import model_dir_chat, model_dir_context
+    from pipelines.model_files import ModelFileError, model_file_name, model_path
 
     if model and tokenizer:
         raise fail("give --model (a GGUF file) or --tokenizer, not both")
@@ -81,14 +85,14 @@ def plan(
     try:
         check_schemas([schema])
         refs, ignored = list_sources(sources, s3_endpoint_url)
-        if model and model.is_dir():
-            chat, context = model_dir_chat(str(model)), model_dir_context(str(model))
+        if model and Path(model).is_dir():
+            chat, context = model_dir_chat(model), model_dir_context(model)
         elif model:
-            chat = gguf_chat(str(model), model.name)
+            chat = gguf_chat(str(model_path(model)), model_file_name(model))
             context = chat.tokenizer.vocab.context_length
         else:
             chat, context = Llama31Chat(llama3_tokenizer(tokenizer)), None
-    except (SchemaError, SourceError, TokenizerError, GGUFError) as e:
+    except (SchemaError, SourceError, TokenizerError, GGUFError, ModelFileError) as e:
         raise fail(str(e)) from None
     max_model_len = max_model_len or context or DEFAULT_MAX_MODEL_LEN
     settings = PackSettings(max_model_len=max_model_len, max_output_tokens=max_output_tokens)
@@ -164,7 +168,12 @@ def run(
     engine: Annotated[
         str, typer.Option(help="auto, llamacpp (embedded CPU), openai (an OpenAI-compatible server) or vllm (Ray Data LLM).")
     ] = "auto",
-    model: Annotated[str | None, typer.Option(help="The engine's model: llamacpp, a GGUF file; openai, the served name.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="The engine's model: llamacpp, a GGUF file or smollm2 (default), qwen2.5-coder-1.5b; openai, the served name."
+        ),
+    ] = None,
     base_url: Annotated[
         str | None, typer.Option(help="openai: the server, e.g. http://host:8000/v1 (implies --engine openai).")
     ] = None,

@@ -35,7 +35,7 @@ class _Section(BaseModel):
 
 class EngineSpec(_Section):
     name: str = Field("auto", description="auto, or one of the engines")
-    model: str | None = Field(None, description="the engine's model (llamacpp: a GGUF file)")
+    model: str | None = Field(None, description="the engine's model (llamacpp: a GGUF file or a named model)")
     max_model_len: int | None = Field(None, ge=256, description="context length; default: the engine's")
     concurrency: int = Field(1, ge=1, description="inference actors (engine replicas)")
     restarts: int = Field(2, ge=0, description="a batch whose engine failed is tried again on a fresh engine this many times")

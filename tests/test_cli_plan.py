@@ -147,7 +147,7 @@ def test_a_local_ray_that_does_not_start_is_one_line(tmp_path):
 def test_plan_with_a_gguf_packs_with_its_own_tokenizer_and_template(corpus, tmp_path):
     """A GGUF of Llama 3's vocabulary and chat (no weights: packing reads none) packs exactly as the
     built-in Llama 3.1 format; SmolLM2's GGUF packs with its own, into its own 8K context."""
-    from pipelines.engines.llamacpp import default_model_path
+    from pipelines.model_files import smollm2_path
     from tests.ggufgen import write_llama3_gguf
 
     llama3 = write_llama3_gguf(tmp_path / "llama3.gguf")
@@ -156,7 +156,7 @@ def test_plan_with_a_gguf_packs_with_its_own_tokenizer_and_template(corpus, tmp_
     # document_tokens differ by the slack the packer adds for a format whose parts it re-encodes together
     drop = lambda rows: [{k: v for k, v in r.items() if k != "document_tokens"} for r in rows]
     assert drop(same) == drop(builtin) and same[0]["prompt_tokens"] == builtin[0]["prompt_tokens"] > 10_000
-    smol = records(longctx("plan", str(corpus / "long.pdf"), "--json", "--model", default_model_path()))
+    smol = records(longctx("plan", str(corpus / "long.pdf"), "--json", "--model", str(smollm2_path())))
     assert {w["max_model_len"] for w in smol} == {8192} and len(smol) > len(builtin) == 1
     assert all(w["prompt_tokens"] + w["max_output_tokens"] <= 8192 for w in smol)
     proc = longctx("plan", str(corpus), "--model", str(llama3), "--tokenizer", "x")

@@ -20,10 +20,10 @@ import pytest
 
 from pipelines.chat import Llama31Chat
 from pipelines.engines import ENGINES, EngineError, Request, engine_config
-from pipelines.engines.llamacpp import default_model_path
 from pipelines.engines.openai_compat import OpenAIConfig, detokenize, split_messages, text_prompt
 from pipelines.gguf_model import TemplateChat
 from pipelines.infer import infer_windows
+from pipelines.model_files import smollm2_path
 from pipelines.packer import PackSettings, pack_document
 from pipelines.prompt import SYSTEM
 from pipelines.records import Document, Unit
@@ -40,7 +40,7 @@ def server(tmp_path_factory) -> str:
     """llama-server serving SmolLM2 as "smollm2", demanding KEY."""
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    cmd = [sys.executable, "-m", "tests.llama_server", default_model_path(), "smollm2", str(port), "8192"]
+    cmd = [sys.executable, "-m", "tests.llama_server", str(smollm2_path()), "smollm2", str(port), "8192"]
     with serving(cmd, f"http://127.0.0.1:{port}", log, 60, key=KEY, env={**os.environ, "LLAMA_API_KEY": KEY}) as url:
         yield url
 

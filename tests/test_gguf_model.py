@@ -13,7 +13,7 @@ import pytest
 
 from pipelines import gguf_model as G
 from pipelines.chat import Llama31Chat
-from pipelines.engines.llamacpp import default_model_path
+from pipelines.model_files import smollm2_path
 from pipelines.tokenizer import llama3_tokenizer
 from tests.ggufgen import LLAMA3_TEMPLATE, TEXTS, write_gguf, write_llama3_gguf
 from tests.llamacpp_ref import llama_cpp_template, llama_cpp_tokenize
@@ -32,13 +32,13 @@ def private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    return G.gguf_chat(default_model_path(), "smollm2")
+    return G.gguf_chat(str(smollm2_path()), "smollm2")
 
 
 @pytest.mark.parametrize("text", TEXTS)
 def test_smollm2_encodes_as_llama_cpp_does(smollm2, text):
     ids = smollm2.tokenizer.encode(text)
-    assert ids == llama_cpp_tokenize(default_model_path(), text, special=False)
+    assert ids == llama_cpp_tokenize(str(smollm2_path()), text, special=False)
     assert smollm2.tokenizer.decode(ids) == text
 
 
@@ -48,8 +48,8 @@ def test_smollm2_chat_is_its_template_and_llama_cpp_agrees(smollm2):
     assert rendered == (
         f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user.strip()}<|im_end|>\n<|im_start|>assistant\n"
     )
-    assert rendered == llama_cpp_template(default_model_path(), system, user.strip())
-    assert smollm2.encode(system, [user]) == llama_cpp_tokenize(default_model_path(), rendered, special=True)
+    assert rendered == llama_cpp_template(str(smollm2_path()), system, user.strip())
+    assert smollm2.encode(system, [user]) == llama_cpp_tokenize(str(smollm2_path()), rendered, special=True)
     parts = ["BEGIN DOCUMENT\n", ("Page 1\n", [7, 7]), "Page 2\n"]  # ids of earlier parts are ignored
     assert smollm2.encode(system, parts) == smollm2.encode(system, ["BEGIN DOCUMENT\nPage 1\nPage 2\n"])
     assert smollm2.exact_parts is False
@@ -68,13 +68,13 @@ def test_markers_inside_messages_stay_text(smollm2):
 
 def test_the_vocabulary_is_read_once_then_from_the_cache(private_cache):
     G.read_vocab.cache_clear()
-    first = G.read_vocab(default_model_path())
+    first = G.read_vocab(str(smollm2_path()))
     [cached] = private_cache.glob("*.json")
     G.read_vocab.cache_clear()
-    assert G.read_vocab(default_model_path()).tokens == first.tokens and first.context_length == 8192
+    assert G.read_vocab(str(smollm2_path())).tokens == first.tokens and first.context_length == 8192
     cached.write_text("{not json")  # a damaged cache entry is read again from the file
     G.read_vocab.cache_clear()
-    assert G.read_vocab(default_model_path()).merges == first.merges
+    assert G.read_vocab(str(smollm2_path())).merges == first.merges
 
 
 # -- a Llama 3 vocabulary in a GGUF written here -------------------------------------------------------------------

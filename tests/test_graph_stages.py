@@ -62,11 +62,11 @@ def test_an_engine_that_cannot_start_fails_its_windows_not_the_run(tmp_path):
 
     import pyarrow as pa
 
-    from pipelines.engines.llamacpp import default_model_path
     from pipelines.graph import InferActor
     from pipelines.infer import OUT_SCHEMA
+    from pipelines.model_files import smollm2_path
 
-    gguf = shutil.copy(default_model_path(), tmp_path / "model.gguf")
+    gguf = shutil.copy(str(smollm2_path()), tmp_path / "model.gguf")
     good = dataclasses.replace(spec(), engine=engine_config("llamacpp", model=str(gguf), max_model_len=2048))
     make_pdf(tmp_path / "a.pdf", lorem_pages(6, words_per_page=250))
     make_corrupt_pdf(tmp_path / "bad.pdf")
@@ -89,11 +89,11 @@ def test_a_batch_is_tried_again_on_a_fresh_engine(tmp_path):
 
     import pyarrow as pa
 
-    from pipelines.engines.llamacpp import default_model_path
     from pipelines.graph import InferActor
+    from pipelines.model_files import smollm2_path
 
     gguf = tmp_path / "model.gguf"
-    shutil.copy(default_model_path(), gguf)
+    shutil.copy(str(smollm2_path()), gguf)
     good = dataclasses.replace(spec(), engine=engine_config("llamacpp", model=str(gguf), max_model_len=2048), engine_restarts=1)
     (tmp_path / "a.md").write_text("# Sparse widgets\n\nA short note on widgets.\n")
     rows = parse_and_pack(item(tmp_path / "a.md", "text"), good)

