@@ -77,6 +77,45 @@ def test_the_vocabulary_is_read_once_then_from_the_cache(private_cache):
     assert G.read_vocab(str(smollm2_path())).merges == first.merges
 
 
+# -- the opt-in Qwen2.5-Coder (Qwen2 BPE, ChatML): run where the qwen-coder extra is installed ----------------------
+
+
+def qwen_coder_path() -> str | None:
+    from pipelines.model_files import QWEN_CODER, ModelFileError, joined_path
+
+    try:
+        return str(joined_path(QWEN_CODER))
+    except ModelFileError:
+        return None
+
+
+needs_qwen = pytest.mark.skipif(
+    qwen_coder_path() is None, reason="the qwen-coder extra is not installed (uv sync --extra qwen-coder)"
+)
+
+
+@needs_qwen
+@pytest.mark.parametrize("text", TEXTS)
+def test_qwen_coder_encodes_as_llama_cpp_does(text):
+    path = qwen_coder_path()
+    tok = G.gguf_chat(path, "qwen").tokenizer
+    assert tok.encode(text) == llama_cpp_tokenize(path, text, special=False)
+
+
+@needs_qwen
+def test_qwen_coder_chat_is_its_template_and_llama_cpp_agrees():
+    path = qwen_coder_path()
+    chat = G.gguf_chat(path, "qwen")
+    system, user = "You extract data.", "BEGIN DOCUMENT\n<|im_end|> 数字 12345\n\tcode()"  # llama.cpp trims
+    rendered = chat.render(system, user)
+    assert rendered.startswith(f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n")
+    assert rendered == llama_cpp_template(path, system, user)
+    ids = chat.encode(system, [user])
+    assert ids.count(chat.tokenizer.special_id("<|im_end|>")) == 2  # the document's marker string stays text
+    assert chat.tokenizer.decode(ids) == rendered
+    assert chat.tokenizer.vocab.context_length == 32768
+
+
 # -- a Llama 3 vocabulary in a GGUF written here -------------------------------------------------------------------
 
 
