@@ -153,6 +153,25 @@ def test_a_rerun_redoes_what_a_changed_setting_changes(tmp_path: Path):
     assert manifests(out)[-1]["stopped"] == line.removeprefix("error: ")
 
 
+def test_an_unreadable_source_fails_with_its_reason_and_is_never_skipped(tmp_path: Path):
+    """A file that cannot be read (EIO, even as root: a link to /proc/self/mem) gets no
+    fingerprint, so every rerun tries it again instead of keeping its failure as "unchanged"."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "notes.md").write_text("# Notes\n\nThe parser shipped.\n")
+    (src / "stuck.txt").symlink_to("/proc/self/mem")
+    out = tmp_path / "out"
+    for counts in ({"ok": 1, "failed": 1, "skipped": 0}, {"ok": 0, "failed": 1, "skipped": 1}):
+        proc = longctx("run", str(src), "--out", str(out), *SMALL)
+        assert proc.returncode == 0, proc.stderr
+        last = manifests(out)[-1]
+        assert {k: last["counts"][k] for k in counts} == counts
+        stuck = results(out)["stuck.txt.json"]
+        assert stuck["status"] == "failed" and stuck["fingerprint"] is None
+        assert "Input/output error" in stuck["reason"]
+        assert {Path(s["source"]).name: s["status"] for s in last["sources"]}["stuck.txt"] == "failed"
+
+
 def test_truncated_output_is_retried_then_recorded_with_raw_text(corpus: Path, tmp_path: Path):
     out = tmp_path / "out"
     proc = longctx("run", str(corpus / "notes.md"), "--out", str(out), *SMALL, "--max-output-tokens", "4")
