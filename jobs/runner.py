@@ -16,6 +16,7 @@ import ray  # noqa: E402 - after the variable above
 from rich.console import Console  # noqa: E402
 
 from jobs.progress import RunProgress, print_summary  # noqa: E402
+from jobs.ray_noise import quiet_native_stderr  # noqa: E402
 from pipelines.graph import GraphSpec  # noqa: E402
 from pipelines.job import PreparedJob  # noqa: E402
 from pipelines.lease import hold_output  # noqa: E402
@@ -81,19 +82,20 @@ def execute(job: PreparedJob, console: Console, address: str | None = None) -> l
 
     start_ray(address)
     try:
-        job.engine.preflight(job.job.engine.concurrency)  # EngineError: one line, nothing written
-        with hold_output(job.storage, run.lease_ttl_s, run.wait_for_lease_s, waiting) as lease:
-            for schema, refs in job.runs:
-                spec = job.job.engine
-                graph = GraphSpec(schema, job.engine, job.settings, job.job.limits, spec.concurrency, spec.restarts)
-                try:
-                    with RunProgress(console) as progress:
-                        report = run_extraction(refs, graph, job.storage, lease, options, job.ignored, progress)
-                except RunStopped as e:
-                    print_summary(console, e.report, engine, job.storage.uri(schema.name))
-                    raise
-                print_summary(console, report, engine, job.storage.uri(schema.name))
-                reports.append(report)
+        with quiet_native_stderr():  # Ray's misleading restart warning (jobs/ray_noise.py)
+            job.engine.preflight(job.job.engine.concurrency)  # EngineError: one line, nothing written
+            with hold_output(job.storage, run.lease_ttl_s, run.wait_for_lease_s, waiting) as lease:
+                for schema, refs in job.runs:
+                    spec = job.job.engine
+                    graph = GraphSpec(schema, job.engine, job.settings, job.job.limits, spec.concurrency, spec.restarts)
+                    try:
+                        with RunProgress(console) as progress:
+                            report = run_extraction(refs, graph, job.storage, lease, options, job.ignored, progress)
+                    except RunStopped as e:
+                        print_summary(console, e.report, engine, job.storage.uri(schema.name))
+                        raise
+                    print_summary(console, report, engine, job.storage.uri(schema.name))
+                    reports.append(report)
     finally:
         ray.shutdown()
     return reports
