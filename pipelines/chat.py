@@ -39,6 +39,8 @@ class ChatFormat(Protocol):
     # True when ids of separately encoded parts (joined at a newline followed by
     # a non-space) equal one encode of the joined text; else the packer leaves slack.
     exact_parts: bool
+    # Ids that end the model's turn: decoding stops at them.
+    stop_ids: tuple[int, ...]
 
     def render(self, system: str, user: str) -> str: ...
 
@@ -61,6 +63,8 @@ class Llama31Chat:
         sp = tokenizer.special
         self._bos = sp["<|begin_of_text|>"]
         self._start, self._end, self._eot = sp["<|start_header_id|>"], sp["<|end_header_id|>"], sp["<|eot_id|>"]
+        # <|eom_id|> and <|end_of_text|> also stop (the Instruct model's generation_config lists all three)
+        self.stop_ids = (self._eot, sp["<|eom_id|>"], sp["<|end_of_text|>"])
 
     def _header(self, role: str) -> list[int]:
         return [self._start, *self.tokenizer.encode(role), self._end]

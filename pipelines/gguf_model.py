@@ -191,6 +191,7 @@ class TemplateChat:
         self._template = _compile(template)
         self._render = functools.partial(self._template.render, bos_token=bos, eos_token=eos, add_generation_prompt=True)
         self._pieces = self._split(self._frame())
+        self.stop_ids = (tokenizer.markers[eos],) if eos in tokenizer.markers else ()  # the model's end of turn
 
     def _frame(self) -> str:
         text = self._render(messages=[{"role": "system", "content": _SYSTEM}, {"role": "user", "content": _USER}])

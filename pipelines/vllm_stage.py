@@ -8,7 +8,7 @@ sees is exactly what was counted, and document text never becomes a control
 token (DESIGN 5). Rows carry no document text, and lose their packed ids
 before the processor and vLLM's returned prompt ids after it (a 128K prompt
 is about a megabyte per row). Each row's ``sampling_params``: ``max_tokens``
-(vLLM's default is 16), ``temperature`` 0, Llama 3.1's end-of-turn ids as
+(vLLM's default is 16), ``temperature`` 0, the chat format's end-of-turn ids as
 ``stop_token_ids``, and the JSON schema, as text, under ``structured_outputs``
 (``{"json": ..., "disable_any_whitespace": true}``: the keys of vLLM's
 ``StructuredOutputsParams``, which Ray 2.60's vLLM stage builds from that
@@ -18,8 +18,9 @@ from the engine, not from the request).
 
 Results out. Each output is validated against the schema (infer.py's
 ``record_completion``). Ray 2.60 does not pass vLLM's finish reason on, so it
-is vLLM's own rule over the generated ids: a stop token ends a request before
-the length cap does. ``length`` is a failure recorded with its raw text.
+is vLLM's own rule over the generated ids and the stop ids the request was sent
+with (a row carries them): a stop token ends a request before the length cap
+does. ``length`` is a failure recorded with its raw text.
 Retry: infer.py retries a failed window once with twice the output budget.
 Greedy decoding makes that retry repeat the first attempt's tokens, so this
 engine sends every window with the retry's budget from the start (the window
@@ -48,20 +49,22 @@ from functools import partial
 from typing import Any
 
 from pipelines.engines.base import Completion, EngineError
-from pipelines.engines.vllm import INSTALL_HINT, STOP_TOKEN_IDS, VLLMConfig
+from pipelines.engines.vllm import INSTALL_HINT, VLLMConfig
 from pipelines.infer import larger_budget, out_table, record_completion
 
 # Ray Data LLM's column for a row's error. Rows that carry one skip the engine
 # stage and the postprocess: failed documents take that way through, untouched.
 ERROR_COLUMN = "__inference_error__"
 KEY_COLUMN = "window_key"  # our request id: vLLM's stage writes its own int "request_id"
+STOP_COLUMN = "stop_ids"  # the request's stop token ids (the stage pops sampling_params), for its finish reason
 NOT_SENT = "not sent: the document failed before inference"
 _CARRIED = ("doc_id", "window", "windows", "units", "prompt_tokens", "max_tokens", "doc")
 
 
 def infer(ds, spec):
     """The graph's infer stage for the vllm engine: window rows in, the graph's output rows out."""
-    return through(ds, build(spec.engine, spec.schema, spec.concurrency), spec.schema, spec.engine.max_model_len)
+    stop_ids = spec.engine.chat_format().stop_ids
+    return through(ds, build(spec.engine, spec.schema, spec.concurrency), spec.schema, spec.engine.max_model_len, stop_ids)
 
 
 def build(config: VLLMConfig, schema, concurrency: int):
@@ -75,31 +78,31 @@ def build(config: VLLMConfig, schema, concurrency: int):
         raise EngineError(f"{INSTALL_HINT} ({e})") from None
 
 
-def through(ds, processor, schema, max_model_len: int):
+def through(ds, processor, schema, max_model_len: int, stop_ids: Sequence[int]):
     """Window rows → the processor → the graph's output rows. The processor's
     postprocess (``result_row``) sees successful rows only; rows with an error
     come out as they were, and the last map turns them into window rows."""
     schema_json = json.dumps(schema.json_schema, separators=(",", ":"))  # property order is the output's order
-    ds = ds.map(partial(to_vllm_row, schema_json=schema_json, max_model_len=max_model_len))
+    ds = ds.map(partial(to_vllm_row, schema_json=schema_json, max_model_len=max_model_len, stop_ids=list(stop_ids)))
     ds = processor(ds)
     return ds.map_batches(partial(finish_batch, schema=schema), batch_format="pyarrow", batch_size=None)
 
 
-def to_vllm_row(row: dict[str, Any], schema_json: str, max_model_len: int) -> dict[str, Any]:
+def to_vllm_row(row: dict[str, Any], schema_json: str, max_model_len: int, stop_ids: list[int]) -> dict[str, Any]:
     """A packed window row as the processor's input. Every row carries the error
     column: a row without it would read as an error row (None != ""). A failed
     document's row has the same column types as a window's (an empty prompt,
     whole sampling params): Ray Data aligns the struct fields of the blocks it
     batches for the engine, and fails on a field typed null in one of them."""
-    out = {k: row[k] for k in _CARRIED} | {KEY_COLUMN: row["request_id"]}
+    out = {k: row[k] for k in _CARRIED} | {KEY_COLUMN: row["request_id"], STOP_COLUMN: stop_ids}
     if row["window"] < 0:
-        return out | {"tokenized_prompt": [], "sampling_params": sampling_params(schema_json, 1), "output_budget": 0,
+        return out | {"tokenized_prompt": [], "sampling_params": sampling_params(schema_json, 1, stop_ids), "output_budget": 0,
                       "prompt_digest": "", ERROR_COLUMN: NOT_SENT}  # fmt: skip
     ids = array("i", row["prompt"])
     budget = larger_budget(max_model_len, len(ids), row["max_tokens"])  # the retry's budget, up front
     return out | {
         "tokenized_prompt": ids.tolist(),
-        "sampling_params": sampling_params(schema_json, budget),
+        "sampling_params": sampling_params(schema_json, budget, stop_ids),
         "output_budget": budget,
         "prompt_digest": ids_digest(ids),
         ERROR_COLUMN: "",
@@ -110,20 +113,20 @@ def ids_digest(ids: Sequence[int]) -> str:
     return hashlib.blake2b(array("i", ids).tobytes(), digest_size=16).hexdigest()
 
 
-def sampling_params(schema_json: str, max_tokens: int) -> dict[str, Any]:
+def sampling_params(schema_json: str, max_tokens: int, stop_ids: list[int]) -> dict[str, Any]:
     """vLLM SamplingParams fields. The schema goes as text: as a nested value,
     Arrow would make a struct type of the schema itself."""
     return {
         "max_tokens": max_tokens,
         "temperature": 0.0,
-        "stop_token_ids": list(STOP_TOKEN_IDS),
+        "stop_token_ids": stop_ids,
         "structured_outputs": {"json": schema_json, "disable_any_whitespace": True},
     }
 
 
-def finish_reason(generated: Sequence[int], max_tokens: int) -> str:
+def finish_reason(generated: Sequence[int], max_tokens: int, stop_ids: Sequence[int]) -> str:
     """vLLM's own rule (its scheduler's check_stop): a stop token ends a request before the cap does."""
-    if len(generated) and int(generated[-1]) in STOP_TOKEN_IDS:
+    if len(generated) and int(generated[-1]) in stop_ids:
         return "stop"
     return "length" if len(generated) >= max_tokens else "stop"
 
@@ -142,7 +145,13 @@ def result_row(row: dict[str, Any], schema) -> dict[str, Any]:
         c = Completion(key, "", "error", len(seen), 0, error=wrong)
     else:
         generated = row["generated_tokens"]
-        c = Completion(key, row["generated_text"], finish_reason(generated, budget), row["num_input_tokens"], len(generated))
+        c = Completion(
+            key,
+            row["generated_text"],
+            finish_reason(generated, budget, row[STOP_COLUMN]),
+            row["num_input_tokens"],
+            len(generated),
+        )
     out["prompt_tokens"] = c.prompt_tokens  # vLLM's count of what it ran
     record_completion(out, c, schema, attempt=1)
     if c.finish_reason == "length":

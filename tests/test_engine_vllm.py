@@ -24,6 +24,7 @@ from ray.llm._internal.batch.stages.configs import (
 )
 
 from pipelines import vllm_stage as S
+from pipelines.chat import Llama31Chat
 from pipelines.engines import ENGINES, EngineError, engine_config
 from pipelines.engines import vllm as V
 from pipelines.graph import GraphSpec, parse_and_pack, run_graph
@@ -31,6 +32,7 @@ from pipelines.infer import OUT_SCHEMA
 from pipelines.ingest import IngestLimits
 from pipelines.job import EngineSpec, choose_engine
 from pipelines.packer import PackSettings
+from pipelines.tokenizer import llama3_tokenizer
 from schemas import builtin_schema
 from tests.gpu import needs_gpu
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
@@ -38,6 +40,7 @@ from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
 SCHEMA = builtin_schema("repo")
 GOOD = '{"name":null,"purpose":"p","languages":[],"components":[],"entry_points":[],"dependencies":[],"risks":[]}'
 EOT = 128009
+STOP = list(Llama31Chat(llama3_tokenizer()).stop_ids)  # <|eot_id|>, <|eom_id|>, <|end_of_text|>
 # The fields of vLLM 0.29's SamplingParams and StructuredOutputsParams that we set (vllm/sampling_params.py).
 SAMPLING_FIELDS = {"max_tokens", "temperature", "stop_token_ids", "structured_outputs"}
 STRUCTURED_FIELDS = {"json", "regex", "choice", "grammar", "json_object", "disable_any_whitespace",
@@ -160,7 +163,7 @@ def test_rows_in_carry_our_token_ids_and_sampling_params_with_the_schema(tmp_pat
     assert len(rows) > 1
     schema_json = json.dumps(SCHEMA.json_schema, separators=(",", ":"))
     for r in rows:
-        v = S.to_vllm_row(r, schema_json, 4096)
+        v = S.to_vllm_row(r, schema_json, 4096, STOP)
         assert v["tokenized_prompt"] == array("i", r["prompt"]).tolist() and len(v["tokenized_prompt"]) == r["prompt_tokens"]
         assert v[S.KEY_COLUMN] == r["request_id"] and v[S.ERROR_COLUMN] == ""
         assert not (set(v) & (VLLM_INPUT_KEYS | set(VLLM_OUTPUT) | {"request_id"}))  # our bytes "prompt" is gone
@@ -168,7 +171,7 @@ def test_rows_in_carry_our_token_ids_and_sampling_params_with_the_schema(tmp_pat
         assert set(sp) <= SAMPLING_FIELDS and set(sp["structured_outputs"]) <= STRUCTURED_FIELDS
         # The retry's budget up front: twice the window's, which the packer left room for.
         assert sp["max_tokens"] == v["output_budget"] == min(2 * 256, 4096 - r["prompt_tokens"]) > r["max_tokens"]
-        assert sp["temperature"] == 0.0 and EOT in sp["stop_token_ids"]
+        assert sp["temperature"] == 0.0 and sp["stop_token_ids"] == v[S.STOP_COLUMN] == STOP and EOT in STOP
         assert sp["structured_outputs"] == {"json": schema_json, "disable_any_whitespace": True}
         assert json.loads(sp["structured_outputs"]["json"]) == SCHEMA.json_schema
 
@@ -178,8 +181,8 @@ def test_rows_in_of_failed_documents_have_the_column_types_of_windows(tmp_path):
     block and struct in another fails there (the first real vLLM run found it)."""
     make_corrupt_pdf(tmp_path / "bad.pdf")
     [failed] = parse_and_pack(item(tmp_path / "bad.pdf"), small_spec())
-    windows = [S.to_vllm_row(r, "{}", 4096) for r in window_rows(tmp_path)]
-    f = S.to_vllm_row(failed, "{}", 4096)
+    windows = [S.to_vllm_row(r, "{}", 4096, STOP) for r in window_rows(tmp_path)]
+    f = S.to_vllm_row(failed, "{}", 4096, STOP)
     assert f[S.ERROR_COLUMN] == S.NOT_SENT and f["tokenized_prompt"] == [] and f["prompt_digest"] == ""
     # As Ray Data LLM's preprocess leaves them (each row in a "__data" struct), a block of each
     # kind, concatenated by Ray Data's own code, as it does before a batch goes to the engine.
@@ -194,7 +197,8 @@ def test_rows_in_of_failed_documents_have_the_column_types_of_windows(tmp_path):
 def out_row(generated: list[int], text: str, budget: int = 100, max_tokens: int = 50, error: str = "") -> dict:
     """A row as Ray 2.60's vLLM stage returns it: our columns, less the two it pops, plus its outputs."""
     ours = {S.KEY_COLUMN: "d:0", "doc_id": "d", "window": 0, "windows": 1, "units": "[1]", "prompt_tokens": 900,
-            "max_tokens": max_tokens, "doc": "{}", "output_budget": budget, "prompt_digest": S.ids_digest([1] * 900)}  # fmt: skip
+            "max_tokens": max_tokens, "doc": "{}", "output_budget": budget, S.STOP_COLUMN: STOP,
+            "prompt_digest": S.ids_digest([1] * 900)}  # fmt: skip
     vllm = VLLM_OUTPUT | {"prompt_token_ids": None if error else [1] * 900, "num_input_tokens": 0 if error else 900,
                           "generated_tokens": generated, "generated_text": text,
                           "num_generated_tokens": len(generated)}  # fmt: skip
@@ -211,10 +215,11 @@ def test_valid_output_becomes_data_and_drops_vllm_columns():
 
 
 def test_finish_reason_is_vllms_rule():
-    assert S.finish_reason([5, 6, EOT], 3) == "stop"  # a stop token on the last allowed step still stops
-    assert S.finish_reason([5, 6, 7], 3) == "length"
-    assert S.finish_reason([5, 6], 3) == "stop"
-    assert S.finish_reason([], 3) == "stop"
+    assert S.finish_reason([5, 6, EOT], 3, STOP) == "stop"  # a stop token on the last allowed step still stops
+    assert S.finish_reason([5, 6, 7], 3, STOP) == "length"
+    assert S.finish_reason([5, 6, 7], 3, [7]) == "stop"  # the request's own stop ids
+    assert S.finish_reason([5, 6], 3, STOP) == "stop"
+    assert S.finish_reason([], 3, STOP) == "stop"
 
 
 def test_truncated_output_is_a_failure_with_raw_text_not_retried():
@@ -255,7 +260,7 @@ def test_finish_batch_makes_the_graphs_rows(tmp_path):
     failed_window = out_row([], "", error="RuntimeError: boom") | {S.KEY_COLUMN: "d:1", "window": 1}
     make_corrupt_pdf(tmp_path / "bad.pdf")
     [bad] = parse_and_pack(item(tmp_path / "bad.pdf"), small_spec())
-    failed_doc = S.to_vllm_row(bad, "{}", 4096)  # bypasses the engine stage and postprocess unchanged
+    failed_doc = S.to_vllm_row(bad, "{}", 4096, STOP)  # bypasses the engine stage and postprocess unchanged
     table = S.finish_batch(block([done, failed_window, failed_doc]), SCHEMA)
     assert table.schema == OUT_SCHEMA
     a, b, c = table.to_pylist()

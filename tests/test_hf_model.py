@@ -81,3 +81,29 @@ def test_a_folder_that_is_not_a_model_directory(tmp_path):
         model_dir_chat(str(tmp_path))
     proc = longctx("plan", str(tmp_path), "--model", str(tmp_path))
     assert proc.returncode == 2 and "not a model directory" in proc.stderr
+
+
+def test_the_vllm_engine_packs_with_the_models_own_tokenizer(llama3_dir, tmp_path):
+    """A model directory with a chat template packs with its own; Llama 3.x names and object-store
+    paths with the packaged Llama 3.1 format; any other name is one line asking for its tokenizer."""
+    from pipelines.engines.base import EngineError
+    from pipelines.engines.vllm import VLLMConfig, default_tokenizer
+    from pipelines.gguf_model import TemplateChat
+
+    chat = VLLMConfig(model=str(llama3_dir)).chat_format()
+    assert default_tokenizer(str(llama3_dir)) == f"hf:{llama3_dir}" and isinstance(chat, TemplateChat)
+    builtin = Llama31Chat(llama3_tokenizer())
+    assert chat.encode("s", ["a document"]) == builtin.encode("s", ["a document"])
+    assert chat.stop_ids == (builtin.tokenizer.special["<|eot_id|>"],)  # the vllm stage sends these as stop ids
+    no_template = write_model_dir(tmp_path / "base", chat_template=None)
+    assert default_tokenizer(str(no_template)) == "llama-3.1"
+    names = ("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Meta-Llama-3-8B-Instruct", "meta-llama/Llama-3.3-70B-Instruct",
+             "s3://bucket/llama70")  # fmt: skip
+    assert {default_tokenizer(m) for m in names} == {"llama-3.1"}
+    assert isinstance(VLLMConfig().chat_format(), Llama31Chat)  # the presets' Llama 3.1
+    other = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
+    with pytest.raises(EngineError, match=rf"^vllm: cannot tell how {other} tokenizes: .* tokenizer=hf:FOLDER"):
+        VLLMConfig(model=other).chat_format()
+    assert VLLMConfig(model="Qwen/Qwen2.5-7B-Instruct", tokenizer=f"hf:{llama3_dir}").chat_format() is chat
+    with pytest.raises(EngineError, match="no chat_template"):
+        VLLMConfig(tokenizer=f"hf:{no_template}").chat_format()

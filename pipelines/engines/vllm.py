@@ -41,9 +41,10 @@ step (DESIGN: 16K–32K). vLLM's start-up log prints the real KV cache size
 ("GPU KV cache size: N tokens"); ``bench/gpu_prefill.py`` measures prefill
 against the roofline.
 
-DeepSeek-V3 (671B MoE) has no preset yet: it needs its own tokenizer and chat
-template to pack with (model profiles, issue 12), and this engine packs with
-Llama 3.1's.
+Tokenizer. Prompts are packed with the model's own tokenizer and chat template
+where its directory is here (``hf:DIR``), with Llama 3.1's for Llama 3.x models
+(``default_tokenizer``); the stop ids are the chat format's end of turn.
+DeepSeek-V3 (671B MoE) has no preset yet.
 
 Ray Data LLM and vLLM are imported only when the graph runs (the ``vllm``
 extra); this module imports without them.
@@ -53,21 +54,19 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pipelines.chat import Llama31Chat
+from pipelines.chat import ChatFormat, Llama31Chat
 from pipelines.engines.base import EngineError
-from pipelines.tokenizer import llama3_tokenizer, special_tokens
+from pipelines.tokenizer import llama3_tokenizer
 
 INSTALL_HINT = "the vllm engine needs the optional extra on a Linux machine with CUDA: pip install 'longctx[vllm]'"
-
-# Llama 3.1 ends a turn with <|eot_id|>; <|eom_id|> and <|end_of_text|> also stop
-# (the Instruct model's generation_config lists all three).
-STOP_TOKEN_IDS = tuple(special_tokens()[t] for t in ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"))
 
 GIB = 1 << 30
 CPU_KV_CACHE_BYTES = 4 * GIB  # device cpu: RAM for the KV cache of a replica (8B: 32K tokens)
@@ -133,15 +132,18 @@ PRESETS = {
 class VLLMConfig:
     """Settings left None come from the preset. ``model``: a Hugging Face id, a
     directory present on every GPU node, or an s3:// / gs:// prefix (Ray
-    downloads it). ``tokenizer``: ``llama-3.1`` (packaged) or
-    ``llama-3.1:<model dir>``, what prompts are packed with. ``engine_kwargs``:
-    any other vLLM engine argument; they win over ours."""
+    downloads it). ``tokenizer``, what prompts are packed with: ``llama-3.1``
+    (packaged), ``llama-3.1:<model dir>``, or ``hf:<model dir>`` (the directory's
+    own tokenizer.json and chat template); None: the model's own where ``model``
+    is a directory here with a chat template, Llama 3.1's for Llama 3.x models,
+    else one line asking for it (``default_tokenizer``). ``engine_kwargs``: any
+    other vLLM engine argument; they win over ours."""
 
     name: ClassVar[str] = "vllm"
 
     preset: str = "8b-1gpu"
     model: str | None = None
-    tokenizer: str = "llama-3.1"
+    tokenizer: str | None = None
     max_model_len: int = 131072
     tensor_parallel_size: int | None = None
     pipeline_parallel_size: int | None = None
@@ -159,8 +161,11 @@ class VLLMConfig:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise EngineError(f"vllm: unknown preset '{self.preset}' (available: {', '.join(PRESETS)})")
-        if self.tokenizer.partition(":")[0] != "llama-3.1":
-            raise EngineError(f"vllm: tokenizer must be llama-3.1 or llama-3.1:<model dir>, not {self.tokenizer!r}")
+        kind, _, where = (self.tokenizer or "llama-3.1").partition(":")
+        if kind not in ("llama-3.1", "hf") or (kind == "hf" and not where):
+            raise EngineError(
+                f"vllm: tokenizer must be llama-3.1, llama-3.1:<model dir> or hf:<model dir>, not {self.tokenizer!r}"
+            )
         sizes = (self.pipeline_parallel_size or 1, self.batch_size, self.tensor_parallel_size or 1, self.replicas or 1,
                  self.max_num_seqs or 1, self.max_num_batched_tokens or 1)  # fmt: skip
         if min(sizes) < 1 or not 0 < self.gpu_memory_utilization <= 1:
@@ -223,8 +228,17 @@ class VLLMConfig:
             detokenize_stage=False,  # vLLM detokenizes the output itself
         )
 
-    def chat_format(self) -> Llama31Chat:
-        return Llama31Chat(llama3_tokenizer(self.tokenizer.partition(":")[2] or None))
+    def chat_format(self) -> ChatFormat:
+        kind, _, where = (self.tokenizer or default_tokenizer(self.model_source)).partition(":")
+        if kind == "llama-3.1":
+            return Llama31Chat(llama3_tokenizer(where or None))
+        from pipelines.gguf_model import GGUFError
+        from pipelines.hf_model import model_dir_chat
+
+        try:
+            return model_dir_chat(where)
+        except GGUFError as e:
+            raise EngineError(f"vllm: tokenizer {self.tokenizer or 'hf:' + where}: {e}") from None
 
     def build(self):
         raise EngineError("the vllm engine runs as Ray Data LLM's processor inside the graph (vllm_stage), not in an actor")
@@ -246,6 +260,30 @@ class VLLMConfig:
         if self.device == "cpu":
             return requested or 1
         return replica_count(ray.cluster_resources().get("GPU", 0), self.gpus_per_replica, requested)
+
+
+# Llama 3, 3.1, 3.2 and 3.3 Instruct models share the tokenizer and the chat format packed with.
+LLAMA3_NAME = re.compile(r"(?i)\bllama-?3(\.[0-3])?-")
+
+
+def default_tokenizer(model: str) -> str:
+    """What prompts for ``model`` are packed with when no tokenizer is set: the model's own
+    where it is a directory here that has a chat template; Llama 3.1's for a Llama 3.x
+    name or an object-store path (read by the GPU nodes only); else none can be known
+    here, and guessing would pack with the wrong tokenizer, so the user is asked."""
+    if os.path.isfile(os.path.join(model, "tokenizer_config.json")):
+        try:
+            with open(os.path.join(model, "tokenizer_config.json")) as f:
+                has_template = bool(json.load(f).get("chat_template"))
+        except (OSError, ValueError):
+            has_template = False
+        return f"hf:{model}" if has_template else "llama-3.1"
+    if LLAMA3_NAME.search(model) or "://" in model:
+        return "llama-3.1"
+    raise EngineError(
+        f"vllm: cannot tell how {model} tokenizes: download its tokenizer.json and tokenizer_config.json into a "
+        f"folder and set the engine option tokenizer=hf:FOLDER (or tokenizer=llama-3.1 for a Llama 3.1 fine-tune)"
+    )
 
 
 def replica_count(gpus: float, per_replica: int, requested: int | None) -> int:
