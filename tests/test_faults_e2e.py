@@ -194,6 +194,8 @@ def test_two_runs_on_one_output(uri, client, s3, s3_env):
     try:
         first = start_run(uri, s3_env)
         wait_until(lambda: s3_keys(client, BUCKET, prefix + "out/_runs/_lease.json"), "the first run's lease", proc=first)
+        # Past its start-up clean-up (which aborts every upload it finds): it is reading the held note.
+        wait_until(lambda: any(m == "GET" and p.endswith("in/note3.md") for m, p in s3.requests), "the held read", proc=first)
         # An upload of the first run in flight (as a large result's multipart upload would be).
         upload = client.create_multipart_upload(Bucket=BUCKET, Key=prefix + "out/brief/big.json")
         second = longctx("run", uri + "in/", "--out", uri + "out/", *SMALL, env=s3_env, timeout=120)
