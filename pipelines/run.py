@@ -16,7 +16,6 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +25,7 @@ from pipelines.lease import Lease
 from pipelines.prompt import PROMPT_VERSION
 from pipelines.records import Skipped, SourceRef
 from pipelines.results import RunIdentity, chat_format_id, document_result, limits_id, result_key, source_key
+from pipelines.skip_index import file_stat, read_index, source_keys, stored_results, write_index
 from pipelines.storage import OutputError, Storage, one_line
 
 
@@ -109,11 +109,14 @@ def run_extraction(
     report = RunReport(run_id=f"{options.label}-{run_id}" if options.label else run_id, ignored=ignored or [])
     ident = identity(spec)
     todo: list[dict[str, Any]] = []
+    known: dict[str, dict[str, Any]] = {}  # result key -> fingerprint, status, source: the next run's index
     try:
         out.remove_temporaries()  # what a killed run left half-written: none is a live run's, as we hold the lease
-        todo = _to_do(refs, spec, ident, out, options, report)
+        index = read_index(out, spec.schema.name)
+        todo = _to_do(refs, spec, ident, out, options, report, index, known)
         progress("start", {"documents": len(refs), "to_do": len(todo)})
-        _run_graph(todo, spec, ident, out, lease, report, progress)
+        _run_graph(todo, spec, ident, out, lease, report, progress, known)
+        write_index(out, spec.schema.name, index, known)
     except (OutputError, KeyboardInterrupt) as e:
         report.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else one_line(e)
         finished = {o.doc_id for o in report.outcomes}
@@ -135,26 +138,45 @@ def run_extraction(
 
 
 def _to_do(
-    refs: list[SourceRef], spec: GraphSpec, ident: RunIdentity, out: Storage, options: RunOptions, report: RunReport
+    refs: list[SourceRef],
+    spec: GraphSpec,
+    ident: RunIdentity,
+    out: Storage,
+    options: RunOptions,
+    report: RunReport,
+    index: dict[str, dict[str, Any]],
+    known: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """The documents to run; the others are recorded skipped (their stored result is current)."""
-    with ThreadPoolExecutor(8) as pool:  # hashing releases the GIL
-        keys = list(pool.map(source_key, refs))
-    todo: list[dict[str, Any]] = []
+    """The documents to run; the others are recorded skipped (their stored result is current,
+    by the index and one listing: ``pipelines/skip_index.py``)."""
+    rkeys: list[str] = []
     taken: set[str] = set()
-    for ref, key in zip(refs, keys, strict=True):
+    for ref in refs:
         rkey = result_key(spec.schema.name, ref)
         if rkey in taken:  # two inputs with the same relative path: keep both results
             rkey = rkey.removesuffix(".json") + f".{ref.doc_id.rsplit('-', 1)[-1]}.json"
         taken.add(rkey)
-        stored = out.read_json(rkey)
-        unchanged = key is not None and isinstance(stored, dict) and stored.get("fingerprint") == ident.fingerprint(key)
-        if unchanged and not (options.retry_failed and stored.get("status") == "failed"):
-            reason = f"unchanged; stored result is {stored.get('status')}"
+        rkeys.append(rkey)
+    keys = source_keys(refs, rkeys, index, source_key)
+    stored = stored_results(out, rkeys, index, out.versions(f"{spec.schema.name}/"))
+    todo: list[dict[str, Any]] = []
+    for ref, key, rkey in zip(refs, keys, rkeys, strict=True):
+        found = stored[rkey]
+        unchanged = key is not None and found is not None and found["fingerprint"] == ident.fingerprint(key)
+        if unchanged and not (options.retry_failed and found["status"] == "failed"):
+            reason = f"unchanged; stored result is {found['status']}"
             report.outcomes.append(DocOutcome(ref.uri, ref.doc_id, "skipped", reason, out.uri(rkey)))
+            known[rkey] = found | _source(ref, key)
             continue
-        todo.append({"ref": json.dumps(asdict(ref)), "source_key": key, "result_key": rkey, "doc_id": ref.doc_id})
+        todo.append({"ref": json.dumps(asdict(ref)), "source_key": key, "result_key": rkey, "doc_id": ref.doc_id,
+                     "source": _source(ref, key)})  # fmt: skip
     return todo
+
+
+def _source(ref: SourceRef, key: str | None) -> dict[str, Any]:
+    """What the index keeps of a local file source, so that the next run need not hash it."""
+    stat = file_stat(ref)
+    return {"source": {"uri": ref.uri, "stat": stat, "key": key}} if stat and key else {}
 
 
 def _run_graph(
@@ -165,9 +187,10 @@ def _run_graph(
     lease: Lease,
     report: RunReport,
     progress: Progress,
+    known: dict[str, dict[str, Any]],
 ) -> None:
     """Merge and write each document as soon as its windows are in."""
-    result_keys = {t["doc_id"]: t["result_key"] for t in todo}
+    by_doc = {t["doc_id"]: t for t in todo}
     inferred, down = 0, []
 
     def on_window(row: dict[str, Any]) -> None:
@@ -180,7 +203,9 @@ def _run_graph(
     rows = run_graph([{"ref": t["ref"], "source_key": t["source_key"]} for t in todo], spec)
     for doc_id, windows in documents(rows, report.deliveries, on_window):
         lease.check()
-        outcome = _finish(windows, spec, ident, out, result_keys[doc_id])
+        task = by_doc[doc_id]
+        outcome, result = _finish(windows, spec, ident, out, task["result_key"])
+        known[task["result_key"]] = {"fingerprint": result["fingerprint"], "status": result["status"]} | task["source"]
         report.outcomes.append(outcome)
         progress("document", {"outcome": outcome})
     if inferred and len(down) == inferred:
@@ -209,17 +234,20 @@ def documents(
         raise RuntimeError(f"run ended with incomplete documents: {sorted(pending)}")
 
 
-def _finish(windows: dict[int, dict[str, Any]], spec: GraphSpec, ident: RunIdentity, out: Storage, key: str) -> DocOutcome:
+def _finish(
+    windows: dict[int, dict[str, Any]], spec: GraphSpec, ident: RunIdentity, out: Storage, key: str
+) -> tuple[DocOutcome, dict[str, Any]]:
     rows = [r for w, r in windows.items() if w >= 0]
     doc = json.loads(next(iter(windows.values()))["doc"])
     for r in rows:
         r["units"] = json.loads(r["units"])
     result = document_result(ident, spec.schema.json_schema, spec.schema.validate, doc, rows)
     out.write_json(key, result)
-    return DocOutcome(
+    outcome = DocOutcome(
         source=doc["source"], doc_id=doc["doc_id"], status=result["status"], reason=result["reason"], result=out.uri(key),
         prompt_tokens=sum(r["prompt_tokens"] for r in rows), completion_tokens=sum(r["completion_tokens"] for r in rows),
     )  # fmt: skip
+    return outcome, result
 
 
 def _write_manifest(

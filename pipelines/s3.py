@@ -226,6 +226,12 @@ class S3Storage:
             raise OutputError(f"cannot clean up unfinished uploads under {self.uri('')}: {_why(e)}") from None
         return n
 
+    def versions(self, prefix: str) -> dict[str, str]:
+        try:
+            return {key: etag for key, _, etag in self.list_keys(prefix) if key.endswith(".json")}
+        except (ClientError, BotoCoreError) as e:
+            raise OutputError(f"cannot list {self.uri(prefix)}: {_why(e)}") from None
+
     def list_keys(self, prefix: str = "", page_size: int | None = None) -> Iterator[tuple[str, int, str]]:
         """``(key, size, etag)`` for every object under ``prefix``, keys relative to the root."""
         for key, size, etag in iter_objects(self.client, self.bucket, self._key(prefix), page_size):

@@ -46,6 +46,10 @@ class Storage(Protocol):
         """Write only if the object is still at ``version`` (None: only if there is none);
         the new version, or None when the condition failed."""
 
+    def versions(self, prefix: str) -> dict[str, str]:
+        """The version token of every JSON object under ``prefix``, by key, from one listing
+        (S3: ETags; local: inode, size and modification time, which every rewrite changes)."""
+
     def remove_temporaries(self) -> int: ...
 
 
@@ -140,6 +144,18 @@ class LocalStorage:
         finally:
             os.close(fd)
 
+    def versions(self, prefix: str) -> dict[str, str]:
+        found = {}
+        try:
+            for path in self._walk("*.json", self.root / prefix):
+                st = path.stat()
+                found[path.relative_to(self.root).as_posix()] = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        except FileNotFoundError:  # removed while listed: it is not there
+            pass
+        except OSError as e:
+            raise OutputError(f"cannot list {self.uri(prefix)}: {e.strerror or one_line(e)}") from None
+        return found
+
     def remove_temporaries(self) -> int:
         """Delete temporary files a killed run left behind; returns how many."""
         n = 0
@@ -148,9 +164,10 @@ class LocalStorage:
             n += 1
         return n
 
-    def _walk(self, pattern: str) -> Iterator[Path]:
-        if self.root.exists():
-            yield from self.root.rglob(pattern)
+    def _walk(self, pattern: str, under: Path | None = None) -> Iterator[Path]:
+        under = under or self.root
+        if under.exists():
+            yield from under.rglob(pattern)
 
 
 def _digest(data: bytes) -> str:

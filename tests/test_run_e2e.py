@@ -210,6 +210,9 @@ def test_killed_run_resumes_with_one_result_per_document(tmp_path: Path):
     assert m["counts"]["skipped"] == len(done_before)
     assert m["counts"]["ok"] == len(names) - len(done_before)  # nothing done twice
     assert leftovers(out) == []
+    # The killed run left no index; this one's covers every result, as stored (pipelines/skip_index.py).
+    entries = json.loads((out / "_runs" / "_index" / "brief.json").read_text())["entries"]
+    assert {k: e["fingerprint"] for k, e in entries.items()} == {f"brief/{k}": r["fingerprint"] for k, r in res.items()}
 
 
 def test_quick_start_leaves_a_valid_result_for_every_example(tmp_path: Path):
