@@ -7,7 +7,7 @@ For each N it prints: the first run's wall time per document, the driver's peak
 RSS, an unchanged rerun's wall time, and a rerun's with 1% of the documents
 changed. Each is the whole command, Ray's start-up included.
 
-    uv run python -m bench.scale [--sizes 1000,10000] [--json]
+    uv run python -m bench.scale [--sizes 1000,10000] [--s3] [--json]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -68,44 +69,88 @@ class Stub:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
-def write_docs(root: Path, n: int) -> list[Path]:
-    """``n`` notes of about 650 tokens, in folders of 1,000."""
-    paths = []
-    for i in range(n):
-        path = root / f"d{i // 1000:03d}" / f"note{i:06d}.md"
+def note(i: int, changed: bool = False) -> str:
+    """A note of about 650 tokens."""
+    body = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(450))
+    return f"# Note {i}\n\n{body}\n" + ("\nChanged.\n" if changed else "")
+
+
+def rel(i: int) -> str:
+    return f"d{i // 1000:03d}/note{i:06d}.md"  # folders (prefixes) of 1,000
+
+
+class LocalStore:
+    def __init__(self, root: Path, n: int) -> None:
+        self.src, self.out, self.root, self.env = str(root / "src"), str(root / "out"), root, dict(os.environ)
+
+    def put(self, i: int, text: str) -> None:
+        path = self.root / "src" / rel(i)
         path.parent.mkdir(parents=True, exist_ok=True)
-        body = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(450))
-        path.write_text(f"# Note {i}\n\n{body}\n")
-        paths.append(path)
-    return paths
+        path.write_text(text)
+
+    def last_manifest(self) -> dict:
+        path = max((self.root / "out" / "_runs").glob("*/manifest.json"), key=lambda p: p.parent.name)
+        return json.loads(path.read_text())
 
 
-def run(src: Path, out: Path, stub: Stub) -> tuple[float, float, dict]:
+class S3Store:
+    """The loopback S3 server the tests use (moto), in this process."""
+
+    def __init__(self, root: Path, n: int) -> None:
+        import boto3
+
+        from tests.s3server import CREDENTIALS, S3Server
+
+        self.server = S3Server().start()
+        self.client = boto3.client("s3", endpoint_url=self.server.url, **_boto_credentials(CREDENTIALS))
+        self.client.create_bucket(Bucket=f"scale{n}")
+        self.bucket = f"scale{n}"
+        self.src, self.out = f"s3://{self.bucket}/src/", f"s3://{self.bucket}/out/"
+        self.env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": self.server.url}
+
+    def put(self, i: int, text: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=f"src/{rel(i)}", Body=text.encode())
+
+    def last_manifest(self) -> dict:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="out/_runs/")
+        keys = [o["Key"] for page in pages for o in page.get("Contents", []) if o["Key"].endswith("/manifest.json")]
+        return json.loads(self.client.get_object(Bucket=self.bucket, Key=max(keys))["Body"].read())
+
+
+def _boto_credentials(env: dict[str, str]) -> dict[str, str]:
+    return {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+            "aws_session_token": env["AWS_SESSION_TOKEN"], "region_name": env["AWS_DEFAULT_REGION"]}  # fmt: skip
+
+
+EXTRA = os.environ.get("SCALE_EXTRA", "").split()  # more `longctx run` options, to try settings
+
+
+def run(store, stub: Stub) -> tuple[float, float, dict]:
     """The whole command: (wall seconds, the driver's peak RSS in MB, the manifest's counts)."""
-    cmd = [LONGCTX, "run", str(src), "--out", str(out), "--schema", BRIEF, "--base-url", stub.url, "--max-model-len", "4096"]
+    cmd = [LONGCTX, "run", store.src, "--out", store.out, "--schema", BRIEF, "--base-url", stub.url, "--max-model-len", "4096",
+           *EXTRA]  # fmt: skip
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)  # the driver's own rusage: its peak RSS
-    seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"longctx run failed ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
-    manifest = max((out / "_runs").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
-    return seconds, usage.ru_maxrss / 1024, json.loads(manifest.read_text())["counts"]
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: nobody reads while it runs
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=store.env)
+        _, status, usage = os.wait4(proc.pid, 0)  # the driver's own rusage: its peak RSS
+        seconds = time.perf_counter() - t0
+        if (code := os.waitstatus_to_exitcode(status)) != 0:
+            err.seek(0)
+            sys.exit(f"longctx run failed ({code}): {err.read().decode()[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024, store.last_manifest()["counts"]
 
 
-def measure(n: int, tmp: Path, stub: Stub) -> dict:
-    src, out = tmp / f"src{n}", tmp / f"out{n}"
-    paths = write_docs(src, n)
-    first, rss, counts = run(src, out, stub)
+def measure(n: int, store, stub: Stub) -> dict:
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: store.put(i, note(i)), range(n)))
+    first, rss, counts = run(store, stub)
     assert counts["ok"] == n, counts
-    unchanged, _, counts = run(src, out, stub)
+    unchanged, _, counts = run(store, stub)
     assert counts["skipped"] == n, counts
-    k = max(1, n // 100)
-    changed = paths[:: n // k][:k]  # 1%, spread over the folders
-    for p in changed:
-        p.write_text(p.read_text() + "\nChanged.\n")
-    one_pct, _, counts = run(src, out, stub)
+    changed = range(0, n, 100)  # 1%, spread over the folders
+    for i in changed:
+        store.put(i, note(i, changed=True))
+    one_pct, _, counts = run(store, stub)
     assert counts["ok"] == len(changed) and counts["skipped"] == n - len(changed), counts
     return {
         "documents": n,
@@ -120,6 +165,7 @@ def measure(n: int, tmp: Path, stub: Stub) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--s3", action="store_true", help="sources and results on the loopback S3 server")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     stub = Stub()
@@ -127,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
-            rows.append(measure(n, Path(tmp), stub))
+            store = (S3Store if args.s3 else LocalStore)(Path(tmp) / str(n), n)
+            rows.append({"store": "s3" if args.s3 else "local"} | measure(n, store, stub))
             print(json.dumps(rows[-1]) if args.json else rows[-1], flush=True)
     return 0
 

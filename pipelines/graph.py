@@ -117,10 +117,12 @@ class InferActor:
 
 def run_graph(items: list[dict[str, Any]], spec: GraphSpec) -> Iterator[dict[str, Any]]:
     """Stream inferred window rows (any order, possibly repeated after a retry).
-    ``items``: {"ref": SourceRef as JSON, "source_key": str}. Needs ray.init() done."""
+    ``items``: {"ref": SourceRef as JSON, "source_key": str, "size": bytes, -1 or absent when
+    unknown}. Needs ray.init() done."""
     if not items:
         return iter(())
-    ds = ray.data.from_items(items, override_num_blocks=len(items))  # one parse task per source
+    # One parse task per block: a task costs tens of milliseconds of Ray's time, more than a small note's parse.
+    ds = ray.data.from_arrow([pa.Table.from_pylist(block) for block in blocks(items)])
     ds = ds.flat_map(parse_and_pack, fn_kwargs={"spec": spec}, num_cpus=1)
     ds = vllm_stage.infer(ds, spec) if spec.engine.name == "vllm" else _actor_pool(ds, spec)
     # iter_rows() holds each row back until the next one is ready (one window
@@ -128,6 +130,26 @@ def run_graph(items: list[dict[str, Any]], spec: GraphSpec) -> Iterator[dict[str
     return (
         row for batch in ds.iter_batches(batch_size=None, prefetch_batches=0, batch_format="pyarrow") for row in batch.to_pylist()
     )
+
+
+SMALL_SOURCE_BYTES = 256 * 1024  # sources up to this size share a parse task; larger ones (and trees) have their own
+BLOCK_SOURCES = 32  # at most this many sources per task: a block's windows reach inference when all are packed
+
+
+def blocks(items: list[dict[str, Any]], per_block: int = BLOCK_SOURCES) -> list[list[dict[str, Any]]]:
+    """Items (``{"ref", "source_key"}``) in parse blocks, in order: small sources (``size`` known and
+    at most SMALL_SOURCE_BYTES) together, every other one alone. Never fewer blocks than it takes
+    to give each of the cluster's CPUs a few, so no core waits while another parses a long block."""
+    small = [i for i in items if 0 <= i.get("size", -1) <= SMALL_SOURCE_BYTES]
+    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
+    per_block = max(1, min(per_block, len(small) // (4 * cpus)))
+    out = [[_parse_item(i)] for i in items if not 0 <= i.get("size", -1) <= SMALL_SOURCE_BYTES]
+    out += [[_parse_item(i) for i in small[k : k + per_block]] for k in range(0, len(small), per_block)]
+    return out
+
+
+def _parse_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {"ref": item["ref"], "source_key": item["source_key"]}
 
 
 def _actor_pool(ds: ray.data.Dataset, spec: GraphSpec) -> ray.data.Dataset:

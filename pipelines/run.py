@@ -26,6 +26,7 @@ from pipelines.prompt import PROMPT_VERSION
 from pipelines.records import Skipped, SourceRef
 from pipelines.results import RunIdentity, chat_format_id, document_result, limits_id, result_key, source_key
 from pipelines.skip_index import file_stat, read_index, source_keys, stored_results, write_index
+from pipelines.sources import source_size
 from pipelines.storage import OutputError, Storage, one_line
 
 
@@ -169,7 +170,7 @@ def _to_do(
             known[rkey] = found | _source(ref, key)
             continue
         todo.append({"ref": json.dumps(asdict(ref)), "source_key": key, "result_key": rkey, "doc_id": ref.doc_id,
-                     "source": _source(ref, key)})  # fmt: skip
+                     "source": _source(ref, key), "size": source_size(ref)})  # fmt: skip
     return todo
 
 
@@ -200,7 +201,7 @@ def _run_graph(
             down.append(row["error"].removeprefix("engine error: "))
         progress("window", {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"]})
 
-    rows = run_graph([{"ref": t["ref"], "source_key": t["source_key"]} for t in todo], spec)
+    rows = run_graph([{"ref": t["ref"], "source_key": t["source_key"], "size": t["size"]} for t in todo], spec)
     for doc_id, windows in documents(rows, report.deliveries, on_window):
         lease.check()
         task = by_doc[doc_id]

@@ -208,3 +208,17 @@ def _s3_ref(bucket: str, root: str, key: str, size: int, etag: str, endpoint: st
         return None
     # ETag + size change whenever the bytes do (multipart ETags are not MD5s, but still change).
     return SourceRef(f"s3://{bucket}/{key}", f"s3://{bucket}/{root}", key[len(root) :], kind, f"etag:{etag}:{size}", endpoint)
+
+
+def source_size(ref: SourceRef) -> int:
+    """A single file's size in bytes (from the listing where it has one); -1 for repositories,
+    archives (they expand) and when unknown."""
+    if ref.kind in ("repo", "archive"):
+        return -1
+    if ref.version is not None:  # S3: "etag:<etag>:<size>"
+        size = ref.version.rpartition(":")[2]
+        return int(size) if size.isdigit() else -1
+    try:
+        return os.stat(ref.uri).st_size
+    except OSError:
+        return -1

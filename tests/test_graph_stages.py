@@ -6,10 +6,11 @@ from array import array
 import pytest
 
 from pipelines.engines import engine_config
-from pipelines.graph import GraphSpec, parse_and_pack
+from pipelines.graph import SMALL_SOURCE_BYTES, GraphSpec, blocks, parse_and_pack
 from pipelines.ingest import IngestLimits
 from pipelines.packer import PackSettings
 from pipelines.records import SourceRef
+from pipelines.sources import source_size
 from schemas import builtin_schema
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
 
@@ -124,3 +125,22 @@ def test_the_driver_drops_a_window_delivered_twice_and_counts_it():
     assert [(r["doc_id"], r["window"]) for r in seen] == [("b", 0), ("a", 0), ("b", 1)]  # each window once
     with pytest.raises(RuntimeError, match=r"incomplete documents: \['d'\]"):
         list(documents([row("d", 0, 2)], {"rows": 0, "repeated": 0}))
+
+
+def test_small_sources_share_parse_blocks_and_large_ones_stay_alone():
+    small = [{"ref": f"s{i}", "source_key": "k", "size": 1000} for i in range(100)]
+    large = [{"ref": "big", "source_key": "k", "size": SMALL_SOURCE_BYTES + 1}, {"ref": "tree", "source_key": "k", "size": -1}]
+    out = blocks(large[:1] + small + large[1:], per_block=32)  # Ray is not started here: one CPU
+    assert [b for b in out if len(b) == 1] == [[{"ref": "big", "source_key": "k"}], [{"ref": "tree", "source_key": "k"}]]
+    grouped = [b for b in out if len(b) > 1]
+    assert [len(b) for b in grouped] == [25, 25, 25, 25]  # at least four blocks per CPU, so none waits on another
+    assert [i["ref"] for b in grouped for i in b] == [f"s{i}" for i in range(100)]  # every source once, in order
+    assert [len(b) for b in blocks(small[:3])] == [1, 1, 1]
+
+
+def test_source_size_from_the_listing_or_the_file(tmp_path):
+    (tmp_path / "a.md").write_text("12345")
+    assert source_size(SourceRef(str(tmp_path / "a.md"), str(tmp_path), "a.md", "text")) == 5
+    assert source_size(SourceRef("s3://b/k.pdf", "s3://b/", "k.pdf", "pdf", "etag:abc-2:123")) == 123
+    assert source_size(SourceRef("s3://b/r/", "s3://b/", "r", "repo", "tree:x:9")) == -1  # trees expand
+    assert source_size(SourceRef(str(tmp_path / "gone.md"), str(tmp_path), "gone.md", "text")) == -1
