@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -101,6 +102,7 @@ class S3Store:
 
         from tests.s3server import CREDENTIALS, S3Server
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
         self.server = S3Server().start()
         self.client = boto3.client("s3", endpoint_url=self.server.url, **_boto_credentials(CREDENTIALS))
         self.client.create_bucket(Bucket=f"scale{n}")
