@@ -140,10 +140,11 @@ def blocks(items: list[dict[str, Any]], per_block: int = BLOCK_SOURCES) -> list[
     """Items (``{"ref", "source_key"}``) in parse blocks, in order: small sources (``size`` known and
     at most SMALL_SOURCE_BYTES) together, every other one alone. Never fewer blocks than it takes
     to give each of the cluster's CPUs a few, so no core waits while another parses a long block."""
-    small = [i for i in items if 0 <= i.get("size", -1) <= SMALL_SOURCE_BYTES]
+    is_small = [0 <= i.get("size", -1) <= SMALL_SOURCE_BYTES for i in items]
+    small = [i for i, s in zip(items, is_small, strict=True) if s]
     cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
     per_block = max(1, min(per_block, len(small) // (4 * cpus)))
-    out = [[_parse_item(i)] for i in items if not 0 <= i.get("size", -1) <= SMALL_SOURCE_BYTES]
+    out = [[_parse_item(i)] for i, s in zip(items, is_small, strict=True) if not s]
     out += [[_parse_item(i) for i in small[k : k + per_block]] for k in range(0, len(small), per_block)]
     return out
 
