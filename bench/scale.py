@@ -4,8 +4,9 @@ with a valid JSON object, so only the pipeline is timed (listing, skip check,
 parse and pack, the graph, merge, writes, manifest), never inference.
 
 For each N it prints: the first run's wall time per document, the driver's peak
-RSS, an unchanged rerun's wall time, and a rerun's with 1% of the documents
-changed. Each is the whole command, Ray's start-up included.
+RSS, an unchanged rerun's wall time, a rerun's with one document changed (the
+fixed cost of a run that has work: Ray's start, the actor pool), and a rerun's
+with 1% of the documents changed. Each is the whole command, Ray's start-up included.
 
     uv run python -m bench.scale [--sizes 1000,10000] [--s3] [--json]
 """
@@ -149,6 +150,9 @@ def measure(n: int, store, stub: Stub) -> dict:
     assert counts["ok"] == n, counts
     unchanged, _, counts = run(store, stub)
     assert counts["skipped"] == n, counts
+    store.put(n - 1, note(n - 1, changed=True))  # one document: the fixed cost of a run that has work
+    one_doc, _, counts = run(store, stub)
+    assert counts["ok"] == 1 and counts["skipped"] == n - 1, counts
     changed = range(0, n, 100)  # 1%, spread over the folders
     for i in changed:
         store.put(i, note(i, changed=True))
@@ -160,6 +164,7 @@ def measure(n: int, store, stub: Stub) -> dict:
         "ms_per_document": round(1000 * first / n, 1),
         "driver_peak_rss_mb": round(rss),
         "unchanged_rerun_s": round(unchanged, 1),
+        "one_changed_s": round(one_doc, 1),
         "one_percent_changed_s": round(one_pct, 1),
     }
 

@@ -1,14 +1,16 @@
 """The Ray Data graph: refs → parse + pack (tasks, in parallel) → infer (an
-actor pool, one engine per actor, loaded once) → rows streamed to the driver,
-which merges each document and writes its result (``pipelines/run.py``).
+actor pool, one engine per actor, loaded once) → finish (tasks: a one-window
+document's result merged and written, ``pipelines/finish.py``) → outcomes and
+the windows of longer documents streamed to the driver, which gathers those,
+merges and writes them (``pipelines/run.py``).
 
 The vllm engine infers in a Ray Data stage of its own instead of the actor
 pool (``pipelines/vllm_stage.py``: Ray Data LLM's processor); it returns rows
 with the columns of ``OUT_SCHEMA``, as the actor pool does.
 
-Merging on the driver instead of a groupby avoids Ray's hash shuffle, which
-costs 4-18 s on a small machine (DESIGN, measured); the driver holds only the
-small completions of documents still in flight. Rows carry token ids as
+Gathering a long document's windows on the driver instead of a groupby avoids
+Ray's hash shuffle, which costs 4-18 s on a small machine (DESIGN, measured);
+the driver holds only the small completions of documents still in flight. Rows carry token ids as
 packed int32 bytes, never document text.
 """
 
@@ -25,6 +27,7 @@ import ray
 
 from pipelines import vllm_stage
 from pipelines.engines.base import EngineConfig, EngineError
+from pipelines.finish import Writer, finish_batch
 from pipelines.infer import engine_failed, infer_windows, out_table
 from pipelines.ingest import IngestLimits
 from pipelines.packer import PackSettings
@@ -51,7 +54,7 @@ def parse_and_pack(item: dict[str, Any], spec: GraphSpec) -> list[dict[str, Any]
     info = {
         "source": doc.source, "doc_id": doc.doc_id, "rel_path": doc.rel_path, "status": doc.status,
         "reason": doc.reason, "skipped": [asdict(s) for s in doc.skipped], "source_key": item["source_key"],
-        "masked": doc.meta.get("masked", []),
+        "masked": doc.meta.get("masked", []), "result_key": item.get("result_key"),
     }  # fmt: skip
     if plan.packed is not None:
         return [_row(doc.doc_id, info, w.index, w.count, w.units, w.prompt_ids, w.max_output_tokens) for w in plan.packed.windows]
@@ -115,16 +118,19 @@ class InferActor:
             self._start()
 
 
-def run_graph(items: list[dict[str, Any]], spec: GraphSpec) -> Iterator[dict[str, Any]]:
-    """Stream inferred window rows (any order, possibly repeated after a retry).
-    ``items``: {"ref": SourceRef as JSON, "source_key": str, "size": bytes, -1 or absent when
-    unknown}. Needs ray.init() done."""
+def run_graph(items: list[dict[str, Any]], spec: GraphSpec, writer: Writer | None = None) -> Iterator[dict[str, Any]]:
+    """Stream inferred window rows (any order, possibly repeated after a retry). With a
+    ``writer``, one-window documents are finished in the graph and come as rows with their
+    ``outcome`` (``finish_batch``). ``items``: {"ref": SourceRef as JSON, "source_key": str,
+    "result_key": str, "size": bytes, -1 or absent when unknown}. Needs ray.init() done."""
     if not items:
         return iter(())
     # One parse task per block: a task costs tens of milliseconds of Ray's time, more than a small note's parse.
     ds = ray.data.from_arrow([pa.Table.from_pylist(block) for block in blocks(items)])
     ds = ds.flat_map(parse_and_pack, fn_kwargs={"spec": spec}, num_cpus=1)
     ds = vllm_stage.infer(ds, spec) if spec.engine.name == "vllm" else _actor_pool(ds, spec)
+    if writer is not None:  # a fraction of a CPU: it waits on writes, and must not hold back parsing
+        ds = ds.map_batches(finish_batch, fn_kwargs={"writer": writer}, batch_size=None, batch_format="pyarrow", num_cpus=0.5)
     # iter_rows() holds each row back until the next one is ready (one window
     # late: a killed run would lose a finished window); whole batches do not.
     return (
@@ -150,7 +156,7 @@ def blocks(items: list[dict[str, Any]], per_block: int = BLOCK_SOURCES) -> list[
 
 
 def _parse_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {"ref": item["ref"], "source_key": item["source_key"]}
+    return {"ref": item["ref"], "source_key": item["source_key"], "result_key": item.get("result_key")}
 
 
 def _actor_pool(ds: ray.data.Dataset, spec: GraphSpec) -> ray.data.Dataset:

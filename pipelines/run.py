@@ -1,13 +1,16 @@
-"""One extraction run: list, skip what is done, run the graph, merge and write
-each document as soon as its windows are in, then the run manifest.
+"""One extraction run: list, skip what is done, run the graph (which finishes
+one-window documents itself), merge and write each longer document as soon as
+its windows are in, then the run manifest: a summary and one line per source.
 
-Exactly once from at-least-once delivery: window rows are de-duplicated by
-(document, window), each result is written atomically at a key derived from
-its source, and a rerun skips every document whose stored fingerprint
-matches. A killed run resumes where it stopped. One run at a time holds the
-output (``pipelines/lease.py``). A run that stops early (the output store
-fails, the lease is lost, Ctrl-C) still writes its manifest, with every
-document it did not finish as ``not_reached``.
+Exactly once from at-least-once delivery: window rows and outcomes are
+de-duplicated by (document, window), each result is written atomically at a
+key derived from its source (a re-run batch rewrites the same object), and a
+rerun skips every document whose stored fingerprint matches. A killed run
+resumes where it stopped. One run at a time holds the output
+(``pipelines/lease.py``). A run that stops early (the output store fails, the
+lease is lost, Ctrl-C) still writes its manifest, with every document whose
+outcome it did not gather as ``not_reached`` (one the graph wrote just then
+is found and skipped by the next run).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pipelines.finish import DocOutcome, Writer
 from pipelines.graph import ENGINE_DOWN, GraphSpec, run_graph
 from pipelines.lease import Lease
 from pipelines.prompt import PROMPT_VERSION
 from pipelines.records import Skipped, SourceRef
-from pipelines.results import RunIdentity, chat_format_id, document_result, limits_id, result_key, source_key
+from pipelines.results import RunIdentity, chat_format_id, limits_id, result_key, source_key
 from pipelines.skip_index import file_stat, read_index, source_keys, stored_results, write_index
 from pipelines.sources import source_size
 from pipelines.storage import OutputError, Storage, one_line
@@ -37,17 +41,6 @@ class RunOptions:
 
 
 STATUSES = ("ok", "partial", "failed", "skipped", "not_reached")
-
-
-@dataclass
-class DocOutcome:
-    source: str
-    doc_id: str
-    status: str  # one of STATUSES
-    reason: str | None
-    result: str  # the result's location
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
 
 
 @dataclass
@@ -190,8 +183,10 @@ def _run_graph(
     progress: Progress,
     known: dict[str, dict[str, Any]],
 ) -> None:
-    """Merge and write each document as soon as its windows are in."""
+    """Gather each document's outcome as soon as it is written: in the graph for one-window
+    documents, here for longer ones, whose windows are merged and written as soon as all are in."""
     by_doc = {t["doc_id"]: t for t in todo}
+    writer = Writer(spec.schema, ident, out)
     inferred, down = 0, []
 
     def on_window(row: dict[str, Any]) -> None:
@@ -201,12 +196,18 @@ def _run_graph(
             down.append(row["error"].removeprefix("engine error: "))
         progress("window", {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"]})
 
-    rows = run_graph([{"ref": t["ref"], "source_key": t["source_key"], "size": t["size"]} for t in todo], spec)
-    for doc_id, windows in documents(rows, report.deliveries, on_window):
+    items = [{k: t[k] for k in ("ref", "source_key", "result_key", "size")} for t in todo]
+    for doc_id, rows in documents(run_graph(items, spec, writer), report.deliveries, on_window):
         lease.check()
+        if rows[0].get("outcome"):  # finished in the graph
+            done = json.loads(rows[0]["outcome"])
+            if "write_error" in done:
+                raise OutputError(done["write_error"])
+            outcome, entry = DocOutcome(**done["outcome"]), done["entry"]
+        else:
+            outcome, entry = writer.finish(rows)
         task = by_doc[doc_id]
-        outcome, result = _finish(windows, spec, ident, out, task["result_key"])
-        known[task["result_key"]] = {"fingerprint": result["fingerprint"], "status": result["status"]} | task["source"]
+        known[task["result_key"]] = entry | task["source"]
         report.outcomes.append(outcome)
         progress("document", {"outcome": outcome})
     if inferred and len(down) == inferred:
@@ -215,46 +216,36 @@ def _run_graph(
 
 def documents(
     rows: Iterable[dict[str, Any]], deliveries: dict[str, int], on_window: Callable[[dict[str, Any]], None] = lambda row: None
-) -> Iterator[tuple[str, dict[int, dict[str, Any]]]]:
-    """(doc_id, its window rows by window) as soon as every window of a document is in. Delivery
-    is at least once: a window delivered again (a batch re-run after its actor died) is dropped
-    and counted in ``deliveries``: {"rows": all delivered, "repeated": dropped}."""
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(doc_id, its window rows) as soon as every window of a document is in (a document
+    finished in the graph: its one row). Delivery is at least once: a window delivered again
+    (a batch re-run after its actor died) is dropped and counted in ``deliveries``:
+    {"rows": all delivered, "repeated": dropped}."""
     pending: dict[str, dict[int, dict[str, Any]]] = {}
+    finished: set[str] = set()
     for row in rows:
         deliveries["rows"] += 1
-        windows = pending.setdefault(row["doc_id"], {})
-        if row["window"] in windows:
+        if row["doc_id"] in finished or row["window"] in pending.get(row["doc_id"], {}):
             deliveries["repeated"] += 1
             continue
+        windows = pending.setdefault(row["doc_id"], {})
         windows[row["window"]] = row
         if row["window"] >= 0:
             on_window(row)
         if len(windows) == max(row["windows"], 1):
-            yield row["doc_id"], pending.pop(row["doc_id"])
+            finished.add(row["doc_id"])
+            yield row["doc_id"], list(pending.pop(row["doc_id"]).values())
     if pending:  # not expected: the graph delivers every window or raises
         raise RuntimeError(f"run ended with incomplete documents: {sorted(pending)}")
-
-
-def _finish(
-    windows: dict[int, dict[str, Any]], spec: GraphSpec, ident: RunIdentity, out: Storage, key: str
-) -> tuple[DocOutcome, dict[str, Any]]:
-    rows = [r for w, r in windows.items() if w >= 0]
-    doc = json.loads(next(iter(windows.values()))["doc"])
-    for r in rows:
-        r["units"] = json.loads(r["units"])
-    result = document_result(ident, spec.schema.json_schema, spec.schema.validate, doc, rows)
-    out.write_json(key, result)
-    outcome = DocOutcome(
-        source=doc["source"], doc_id=doc["doc_id"], status=result["status"], reason=result["reason"], result=out.uri(key),
-        prompt_tokens=sum(r["prompt_tokens"] for r in rows), completion_tokens=sum(r["completion_tokens"] for r in rows),
-    )  # fmt: skip
-    return outcome, result
 
 
 def _write_manifest(
     report: RunReport, spec: GraphSpec, ident: RunIdentity, out: Storage, started: float, options: RunOptions
 ) -> str:
-    key = f"_runs/{report.run_id}/manifest.json"
+    """The per-source list as JSON Lines (``sources.jsonl``: one DocOutcome per line), then the
+    summary beside it (``manifest.json``): counts, settings, tokens, where the list is."""
+    folder = f"_runs/{report.run_id}"
+    out.write_lines(f"{folder}/sources.jsonl", (asdict(o) for o in report.outcomes))
     manifest = {
         "run_id": report.run_id,
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
@@ -274,8 +265,8 @@ def _write_manifest(
             "prompt": sum(o.prompt_tokens for o in report.outcomes),
             "completion": sum(o.completion_tokens for o in report.outcomes),
         },
-        "sources": [asdict(o) for o in report.outcomes],
+        "sources_file": out.uri(f"{folder}/sources.jsonl"),
         "ignored": [asdict(s) for s in report.ignored],
     }
-    out.write_json(key, manifest)
-    return out.uri(key)
+    out.write_json(f"{folder}/manifest.json", manifest)
+    return out.uri(f"{folder}/manifest.json")

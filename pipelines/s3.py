@@ -12,7 +12,7 @@ import io
 import json
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import boto3
@@ -21,7 +21,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipelines.storage import OutputError, StorageError, one_line, to_json
+from pipelines.storage import OutputError, StorageError, json_lines, one_line, to_json
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 rejects smaller parts, but the last
 DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -167,18 +167,27 @@ class S3Storage:
             return None
 
     def write_json(self, key: str, obj: Any) -> None:
+        self._upload(key, io.BytesIO(to_json(obj)), "application/json")
+
+    def write_lines(self, key: str, objs: Iterable[Any]) -> None:
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as f:
+            json_lines(objs, f)
+            f.seek(0)
+            self._upload(key, f, "application/x-ndjson")
+
+    def _upload(self, key: str, f: IO[bytes], content_type: str) -> None:
         # A PUT (or a completed multipart upload) is atomic: readers see the old
         # object or the whole new one, never a partial one. No temporaries needed.
         try:
-            self.client.upload_fileobj(
-                io.BytesIO(to_json(obj)),
-                self.bucket,
-                self._key(key),
-                ExtraArgs={"ContentType": "application/json"},
-                Config=self.transfer,
-            )
+            extra = {"ContentType": content_type}
+            self.client.upload_fileobj(f, self.bucket, self._key(key), ExtraArgs=extra, Config=self.transfer)
         except (ClientError, BotoCoreError, S3UploadFailedError) as e:
             raise OutputError(f"cannot write {self.uri(key)}: {_why(e)}") from None
+
+    def __reduce__(self):
+        # A boto3 client does not pickle: a copy (the graph's finish stage, in a Ray worker)
+        # opens its own, to the same endpoint, with credentials from the worker's own chain.
+        return S3Storage, (self.uri(""), None, self.transfer.multipart_threshold, self.client.meta.endpoint_url)
 
     def read_versioned(self, key: str) -> tuple[Any, str] | None:
         got = self._get(key)

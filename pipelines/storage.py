@@ -13,10 +13,10 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 TEMP_SUFFIX = ".longctx-tmp"
 
@@ -39,6 +39,10 @@ class Storage(Protocol):
     def write_json(self, key: str, obj: Any) -> None:
         """Atomic; OutputError when it fails."""
 
+    def write_lines(self, key: str, objs: Iterable[Any]) -> None:
+        """JSON Lines, one object per line, streamed through a temporary file (never whole in
+        memory); atomic; OutputError when it fails."""
+
     def read_versioned(self, key: str) -> tuple[Any, str] | None:
         """The stored object and its version token, or None."""
 
@@ -55,6 +59,11 @@ class Storage(Protocol):
 
 def to_json(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, indent=1).encode()
+
+
+def json_lines(objs: Iterable[Any], f: IO[bytes]) -> None:
+    for obj in objs:
+        f.write(json.dumps(obj, ensure_ascii=False).encode() + b"\n")
 
 
 def one_line(e: BaseException) -> str:
@@ -89,7 +98,11 @@ class LocalStorage:
             return None
 
     def write_json(self, key: str, obj: Any) -> None:
-        self._write(key, to_json(obj))
+        data = to_json(obj)
+        self._write(key, lambda f: f.write(data))
+
+    def write_lines(self, key: str, objs: Iterable[Any]) -> None:
+        self._write(key, lambda f: json_lines(objs, f))
 
     def read_versioned(self, key: str) -> tuple[Any, str] | None:
         data = self._read(key)
@@ -101,7 +114,7 @@ class LocalStorage:
             current = self._read(key)
             if (None if current is None else _digest(current)) != version:
                 return None
-            self._write(key, data)
+            self._write(key, lambda f: f.write(data))
         return _digest(data)
 
     def _read(self, key: str) -> bytes | None:
@@ -112,7 +125,7 @@ class LocalStorage:
         except OSError as e:  # permissions, I/O: not "absent", so never silently redone
             raise OutputError(f"cannot read {self.uri(key)}: {e.strerror or one_line(e)}") from None
 
-    def _write(self, key: str, data: bytes) -> None:
+    def _write(self, key: str, fill: Callable[[IO[bytes]], Any]) -> None:
         path = self.root / key
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +135,7 @@ class LocalStorage:
             raise OutputError(f"cannot write {self.uri(key)}: {e.strerror or one_line(e)}") from None
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                fill(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

@@ -35,6 +35,28 @@ def s3_json(client, bucket: str, key: str) -> dict:
     return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
+def local_manifests(out: Path) -> list[dict]:
+    """Each run's summary manifest, oldest first, with its per-source list read in as ``sources``."""
+    return [
+        with_sources(json.loads(p.read_text()), p.with_name("sources.jsonl").read_bytes())
+        for p in sorted((out / "_runs").glob("*/manifest.json"))
+    ]
+
+
+def s3_manifests(client, bucket: str, prefix: str) -> list[dict]:
+    """``local_manifests`` of an output on S3; ``prefix``: the output's ``_runs/``."""
+    keys = [k for k in s3_keys(client, bucket, prefix) if k.endswith("manifest.json")]
+    lines = (client.get_object(Bucket=bucket, Key=k.removesuffix("manifest.json") + "sources.jsonl")["Body"].read() for k in keys)
+    return [with_sources(s3_json(client, bucket, k), jsonl) for k, jsonl in zip(keys, lines, strict=True)]
+
+
+def with_sources(manifest: dict, jsonl: bytes) -> dict:
+    assert manifest["sources_file"].endswith(f"{manifest['run_id']}/sources.jsonl") and "sources" not in manifest
+    sources = [json.loads(line) for line in jsonl.decode().splitlines()]
+    assert len(sources) == sum(manifest["counts"].values())  # one line per source, nothing else
+    return manifest | {"sources": sources}
+
+
 def s3_keys(client, bucket: str, prefix: str) -> list[str]:
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))

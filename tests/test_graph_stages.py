@@ -116,12 +116,13 @@ def test_the_driver_drops_a_window_delivered_twice_and_counts_it():
     def row(doc, window, windows):
         return {"doc_id": doc, "window": window, "windows": windows, "error": None}
 
-    # b's window 0 comes again (its batch re-ran after the actor died), a failed document is one row.
-    rows = [row("b", 0, 2), row("a", 0, 1), row("b", 0, 2), row("c", -1, 0), row("b", 1, 2)]
+    # b's window 0 comes again (its batch re-ran after the actor died), and so does the finished a;
+    # a failed document is one row.
+    rows = [row("b", 0, 2), row("a", 0, 1), row("b", 0, 2), row("c", -1, 0), row("a", 0, 1), row("b", 1, 2)]
     deliveries, seen = {"rows": 0, "repeated": 0}, []
     done = list(documents(rows, deliveries, seen.append))
-    assert [(d, sorted(w)) for d, w in done] == [("a", [0]), ("c", [-1]), ("b", [0, 1])]
-    assert deliveries == {"rows": 5, "repeated": 1}
+    assert [(d, sorted(r["window"] for r in w)) for d, w in done] == [("a", [0]), ("c", [-1]), ("b", [0, 1])]
+    assert deliveries == {"rows": 6, "repeated": 2}
     assert [(r["doc_id"], r["window"]) for r in seen] == [("b", 0), ("a", 0), ("b", 1)]  # each window once
     with pytest.raises(RuntimeError, match=r"incomplete documents: \['d'\]"):
         list(documents([row("d", 0, 2)], {"rows": 0, "repeated": 0}))
@@ -131,7 +132,8 @@ def test_small_sources_share_parse_blocks_and_large_ones_stay_alone():
     small = [{"ref": f"s{i}", "source_key": "k", "size": 1000} for i in range(100)]
     large = [{"ref": "big", "source_key": "k", "size": SMALL_SOURCE_BYTES + 1}, {"ref": "tree", "source_key": "k", "size": -1}]
     out = blocks(large[:1] + small + large[1:], per_block=32)  # Ray is not started here: one CPU
-    assert [b for b in out if len(b) == 1] == [[{"ref": "big", "source_key": "k"}], [{"ref": "tree", "source_key": "k"}]]
+    alone = [[{"ref": "big", "source_key": "k", "result_key": None}], [{"ref": "tree", "source_key": "k", "result_key": None}]]
+    assert [b for b in out if len(b) == 1] == alone
     grouped = [b for b in out if len(b) > 1]
     assert [len(b) for b in grouped] == [25, 25, 25, 25]  # at least four blocks per CPU, so none waits on another
     assert [i["ref"] for b in grouped for i in b] == [f"s{i}" for i in range(100)]  # every source once, in order
@@ -144,3 +146,48 @@ def test_source_size_from_the_listing_or_the_file(tmp_path):
     assert source_size(SourceRef("s3://b/k.pdf", "s3://b/", "k.pdf", "pdf", "etag:abc-2:123")) == 123
     assert source_size(SourceRef("s3://b/r/", "s3://b/", "r", "repo", "tree:x:9")) == -1  # trees expand
     assert source_size(SourceRef(str(tmp_path / "gone.md"), str(tmp_path), "gone.md", "text")) == -1
+
+
+def test_the_finish_stage_writes_one_window_documents_and_passes_longer_ones_on(tmp_path):
+    """A one-window document and one that failed to parse are merged, written and come out as
+    outcomes; a longer document's rows pass through whole; a write that fails is reported."""
+
+    from pipelines.finish import Writer, finish_batch
+    from pipelines.infer import engine_failed, out_table
+    from pipelines.results import RunIdentity
+    from pipelines.storage import LocalStorage
+
+    s = spec()
+    make_pdf(tmp_path / "long.pdf", lorem_pages(6, words_per_page=250))
+    make_corrupt_pdf(tmp_path / "bad.pdf")
+    (tmp_path / "a.md").write_text("# Sparse widgets\n\nA short note.\n")
+    rows = [
+        r | {"prompt_ids": array("i", r.pop("prompt")).tolist()}
+        for name, kind in (("long.pdf", "pdf"), ("bad.pdf", "pdf"), ("a.md", "text"))
+        for r in parse_and_pack(item(tmp_path / name, kind) | {"result_key": f"paper/{name}.json"}, s)
+    ]
+    rows = engine_failed(rows, "down")
+    note = rows[-1]
+    paper = {"title": "Sparse widgets", "authors": [], "year": None, "document_type": None, "summary": "s"}
+    paper |= {"research_questions": [], "methods": [], "key_findings": [], "limitations": []}
+    note["data"], note["error"], note["completion_tokens"] = json.dumps(s.schema.validate(json.dumps(paper))), None, 9
+    ident = RunIdentity("paper", "h", "m", "c", "p", 2048, 256, "l")
+    batch = out_table(rows)
+
+    out = finish_batch(batch, Writer(s.schema, ident, LocalStorage(tmp_path / "out"))).to_pylist()
+    assert len(out) == len(rows) and [r["outcome"] for r in out[:-2]] == [None] * (len(rows) - 2)
+    assert [r["doc"] for r in out[:-2]] == [r["doc"] for r in rows[:-2]]  # the long document's rows, whole
+    bad, done = (json.loads(r["outcome"]) for r in out[-2:])
+    assert bad["outcome"]["status"] == "failed" and bad["outcome"]["reason"].startswith("corrupt PDF")
+    assert done["outcome"] | {"reason": None} == {
+        "source": str(tmp_path / "a.md"), "doc_id": rows[-1]["doc_id"], "status": "ok", "reason": None,
+        "result": str(tmp_path / "out/paper/a.md.json"), "prompt_tokens": note["prompt_tokens"], "completion_tokens": 9,
+    }  # fmt: skip
+    stored = json.loads((tmp_path / "out/paper/a.md.json").read_text())
+    assert done["entry"] == {"fingerprint": stored["fingerprint"], "status": "ok"} and stored["data"]["title"] == "Sparse widgets"
+    assert json.loads((tmp_path / "out/paper/bad.pdf.json").read_text())["status"] == "failed"
+
+    (tmp_path / "ro").write_text("a file where the output folder should be")
+    failed = finish_batch(batch.slice(len(rows) - 1), Writer(s.schema, ident, LocalStorage(tmp_path / "ro" / "out")))
+    [r] = failed.to_pylist()
+    assert json.loads(r["outcome"])["write_error"].startswith(f"cannot write {tmp_path / 'ro' / 'out'}")

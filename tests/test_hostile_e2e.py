@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.user_schema import resolve_schema
-from tests.clirun import BRIEF, extract
+from tests.clirun import BRIEF, extract, local_manifests
 from tests.hostile import write_corpus
 
 # Tight bounds so that the bombs and the loops bite in seconds (the ingest tests check each one).
@@ -39,7 +39,7 @@ def test_the_hostile_corpus_runs_to_one_result_each(tmp_path: Path):
     proc = extract("--config", str(job))
     assert proc.returncode == 0, proc.stderr
 
-    [manifest] = [json.loads(p.read_text()) for p in (out / "_runs").glob("*/manifest.json")]
+    [manifest] = local_manifests(out)
     sources = {Path(s["source"]).relative_to(corpus).as_posix(): s for s in manifest["sources"]}
     results = {p.relative_to(out / "brief").as_posix().removesuffix(".json"): json.loads(p.read_text())
                for p in (out / "brief").rglob("*.json")}  # fmt: skip

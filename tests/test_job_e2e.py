@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.clirun import BIN, BRIEF, LONGCTX, SMALL, extract, longctx, s3_json, s3_keys
+from tests.clirun import BIN, BRIEF, LONGCTX, SMALL, extract, longctx, s3_json, s3_keys, s3_manifests
 from tests.pdfgen import make_corrupt_pdf
 from tests.repogen import make_repo
 from tests.s3server import client_with_bucket, upload_tree
@@ -79,7 +79,7 @@ def assert_same(remote: dict[str, dict], local: dict[str, dict]) -> None:
 
 
 def manifests(client, prefix: str) -> list[dict]:
-    return [s3_json(client, BUCKET, k) for k in s3_keys(client, BUCKET, prefix + "out/_runs/") if k.endswith("manifest.json")]
+    return s3_manifests(client, BUCKET, prefix + "out/_runs/")
 
 
 def test_s3_in_and_out_match_a_local_run(corpus, client, s3, s3_env, local_run):

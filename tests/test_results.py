@@ -126,3 +126,18 @@ def test_conditional_writes(tmp_path):
     assert store.write_if("_runs/l.json", {"n": 2}, "stale") is None
     v2 = store.write_if("_runs/l.json", {"n": 2}, v1)
     assert v2 and v2 != v1 and store.read_versioned("_runs/l.json") == ({"n": 2}, v2)
+
+
+def test_json_lines_locally_are_atomic(tmp_path):
+    out = LocalStorage(tmp_path)
+    out.write_lines("_runs/r/sources.jsonl", ({"i": i} for i in range(3)))
+    assert (tmp_path / "_runs/r/sources.jsonl").read_text().splitlines() == ['{"i": 0}', '{"i": 1}', '{"i": 2}']
+
+    def broken():
+        yield {"i": 9}
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OutputError, match="cannot write .*sources.jsonl: No space left on device"):
+        out.write_lines("_runs/r/sources.jsonl", broken())
+    assert (tmp_path / "_runs/r/sources.jsonl").read_text().count("\n") == 3  # the old list, whole
+    assert not list(tmp_path.rglob(f"*{TEMP_SUFFIX}"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clirun import LONGCTX, SMALL, extract, longctx, wait_until
+from tests.clirun import LONGCTX, SMALL, extract, local_manifests, longctx, wait_until
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
 
 
@@ -20,8 +20,7 @@ def results(out: Path) -> dict[str, dict]:
     return {p.relative_to(out / "brief").as_posix(): json.loads(p.read_text()) for p in (out / "brief").rglob("*.json")}
 
 
-def manifests(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "_runs").glob("*/manifest.json"))]
+manifests = local_manifests
 
 
 def leftovers(out: Path) -> list[Path]:

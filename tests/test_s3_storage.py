@@ -190,3 +190,15 @@ def test_write_is_valid_json_bytes(store, client):
     store.write_json("k.json", {"a": "é"})
     body = client.get_object(Bucket=BUCKET, Key=store.prefix + "k.json")["Body"].read()
     assert json.loads(body.decode("utf-8")) == {"a": "é"}
+
+
+def test_json_lines_are_streamed_in_one_object_and_a_pickled_store_writes_to_the_same_place(store, client):
+    import pickle
+
+    store.write_lines("_runs/r/sources.jsonl", ({"i": i, "name": "Zoë"} for i in range(3)))
+    body = client.get_object(Bucket=BUCKET, Key=store.prefix + "_runs/r/sources.jsonl")["Body"].read()
+    assert body.decode().splitlines() == [json.dumps({"i": i, "name": "Zoë"}, ensure_ascii=False) for i in range(3)]
+    copy = pickle.loads(pickle.dumps(store))  # as the graph's finish stage gets it, in another process
+    assert copy.uri("a.json") == store.uri("a.json") and copy.client is not client
+    copy.write_json("a.json", {"from": "copy"})
+    assert store.read_json("a.json") == {"from": "copy"}

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from bench.model_dir import TINY_LLAMA3_CONFIG, write_model_dir
-from tests.clirun import command, longctx
+from tests.clirun import command, local_manifests, longctx
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
 from tests.repogen import make_repo, synth_repo_files
 from tests.servers import free_port, serving
@@ -84,7 +84,7 @@ def check_results(out: Path, packed: dict[str, list[int]], model_id: str) -> Non
             assert w["finish_reason"] == "stop" and w["completion_tokens"] > 0 and w["attempts"] == 1
         assert isinstance(r["data"]["languages"], list)  # validated against the schema
     assert len(results["multi.pdf"]["windows"]) > 1
-    [manifest] = [json.loads(p.read_text()) for p in (out / "_runs").glob("*/manifest.json")]
+    [manifest] = local_manifests(out)
     assert manifest["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0, "not_reached": 0}
 
 
