@@ -2,7 +2,7 @@
 at its result key → the outcome the run records.
 
 A document of one window (most of a nightly batch) is finished in the graph's
-finish stage (``finish_batch``), in parallel across the cluster, so only its
+finish stage (``finish_documents``), in parallel across the cluster, so only its
 small outcome reaches the driver. A document of several windows is gathered
 and finished on the driver (``pipelines/run.py``), with the same function.
 """
@@ -33,8 +33,8 @@ class DocOutcome:
 
 @dataclass(frozen=True)
 class Writer:
-    """What finishing needs; sent to the graph's finish stage (the storage goes by its
-    location: an S3 store reopens its client in the worker)."""
+    """What finishing needs; sent into the graph (the storage goes by its location: an S3
+    store reopens its client in the worker)."""
 
     schema: SchemaSpec
     ident: RunIdentity
@@ -56,8 +56,8 @@ class Writer:
         return outcome, {"fingerprint": result["fingerprint"], "status": result["status"]}
 
 
-def finish_batch(batch: pa.Table, writer: Writer) -> pa.Table:
-    """The graph's finish stage: each row of a one-window document (or of one that failed
+def finish_documents(batch: pa.Table, writer: Writer) -> pa.Table:
+    """Finishing in the graph: each row of a one-window document (or of one that failed
     before inference) is finished here and comes out as a small row with its ``outcome``
     (JSON: the DocOutcome and its index entry, or the write's error, which stops the run on
     the driver). Rows of longer documents pass through for the driver to gather."""

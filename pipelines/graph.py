@@ -1,12 +1,14 @@
 """The Ray Data graph: refs → parse + pack (tasks, in parallel) → infer (an
-actor pool, one engine per actor, loaded once) → finish (tasks: a one-window
-document's result merged and written, ``pipelines/finish.py``) → outcomes and
-the windows of longer documents streamed to the driver, which gathers those,
-merges and writes them (``pipelines/run.py``).
+actor pool, one engine per actor, loaded once), each batch then finished in
+the same actor (a one-window document's result merged and written,
+``pipelines/finish.py``) → outcomes and the windows of longer documents
+streamed to the driver, which gathers those, merges and writes them
+(``pipelines/run.py``).
 
 The vllm engine infers in a Ray Data stage of its own instead of the actor
 pool (``pipelines/vllm_stage.py``: Ray Data LLM's processor); it returns rows
-with the columns of ``OUT_SCHEMA``, as the actor pool does.
+with the columns of ``OUT_SCHEMA``, as the actor pool does, and a map after it
+finishes documents.
 
 Gathering a long document's windows on the driver instead of a groupby avoids
 Ray's hash shuffle, which costs 4-18 s on a small machine (DESIGN, measured);
@@ -27,7 +29,7 @@ import ray
 
 from pipelines import vllm_stage
 from pipelines.engines.base import EngineConfig, EngineError
-from pipelines.finish import Writer, finish_batch
+from pipelines.finish import Writer, finish_documents
 from pipelines.infer import engine_failed, infer_windows, out_table
 from pipelines.ingest import IngestLimits
 from pipelines.packer import PackSettings
@@ -79,7 +81,9 @@ ENGINE_DOWN = "the engine did not start: "  # the reason of windows whose engine
 
 
 class InferActor:
-    """Holds one engine, loaded once; Ray Data feeds it batches of window rows.
+    """Holds one engine, loaded once; Ray Data feeds it batches of window rows. With a
+    ``writer``, each batch's one-window documents are then finished here (``finish_documents``):
+    in a stage of its own, each batch would cost a Ray task (+25% of wall time at 1,000 notes).
 
     An engine that cannot start, or that fails a whole batch (EngineError: a
     crashed llama.cpp, a server gone past its client's retries), is replaced by
@@ -89,8 +93,8 @@ class InferActor:
     with a failed block. (An actor process that dies is Ray's to restart: it
     resends the batch, and the driver drops windows delivered twice.)"""
 
-    def __init__(self, spec: GraphSpec):
-        self.spec = spec
+    def __init__(self, spec: GraphSpec, writer: Writer | None = None):
+        self.spec, self.writer = spec, writer
         self.engine, self.reason, self.builds = None, None, 0
         self._start()
 
@@ -102,6 +106,10 @@ class InferActor:
             self.engine, self.reason = None, f"{ENGINE_DOWN}{e}"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        out = self._infer(batch)
+        return out if self.writer is None else finish_documents(out, self.writer)
+
+    def _infer(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         for r in rows:
             r["prompt_ids"] = array("i", r.pop("prompt")).tolist()
@@ -121,16 +129,19 @@ class InferActor:
 def run_graph(items: list[dict[str, Any]], spec: GraphSpec, writer: Writer | None = None) -> Iterator[dict[str, Any]]:
     """Stream inferred window rows (any order, possibly repeated after a retry). With a
     ``writer``, one-window documents are finished in the graph and come as rows with their
-    ``outcome`` (``finish_batch``). ``items``: {"ref": SourceRef as JSON, "source_key": str,
+    ``outcome`` (``finish_documents``). ``items``: {"ref": SourceRef as JSON, "source_key": str,
     "result_key": str, "size": bytes, -1 or absent when unknown}. Needs ray.init() done."""
     if not items:
         return iter(())
     # One parse task per block: a task costs tens of milliseconds of Ray's time, more than a small note's parse.
     ds = ray.data.from_arrow([pa.Table.from_pylist(block) for block in blocks(items)])
     ds = ds.flat_map(parse_and_pack, fn_kwargs={"spec": spec}, num_cpus=1)
-    ds = vllm_stage.infer(ds, spec) if spec.engine.name == "vllm" else _actor_pool(ds, spec)
-    if writer is not None:  # a fraction of a CPU: it waits on writes, and must not hold back parsing
-        ds = ds.map_batches(finish_batch, fn_kwargs={"writer": writer}, batch_size=None, batch_format="pyarrow", num_cpus=0.5)
+    if spec.engine.name == "vllm":
+        ds = vllm_stage.infer(ds, spec)
+        if writer is not None:
+            ds = ds.map_batches(finish_documents, fn_kwargs={"writer": writer}, batch_size=None, batch_format="pyarrow")
+    else:  # in the inference actors, right after each batch: a stage of its own costs a Ray task per batch
+        ds = _actor_pool(ds, spec, writer)
     # iter_rows() holds each row back until the next one is ready (one window
     # late: a killed run would lose a finished window); whole batches do not.
     return (
@@ -159,10 +170,10 @@ def _parse_item(item: dict[str, Any]) -> dict[str, Any]:
     return {"ref": item["ref"], "source_key": item["source_key"], "result_key": item.get("result_key")}
 
 
-def _actor_pool(ds: ray.data.Dataset, spec: GraphSpec) -> ray.data.Dataset:
+def _actor_pool(ds: ray.data.Dataset, spec: GraphSpec, writer: Writer | None) -> ray.data.Dataset:
     return ds.map_batches(
         InferActor,
-        fn_constructor_kwargs={"spec": spec},
+        fn_constructor_kwargs={"spec": spec, "writer": writer},
         compute=ray.data.ActorPoolStrategy(size=spec.concurrency),
         # As many windows as the engine runs at once (llama.cpp: one; a server: its concurrency),
         # so results stream as they finish.

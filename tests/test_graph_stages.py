@@ -152,7 +152,7 @@ def test_the_finish_stage_writes_one_window_documents_and_passes_longer_ones_on(
     """A one-window document and one that failed to parse are merged, written and come out as
     outcomes; a longer document's rows pass through whole; a write that fails is reported."""
 
-    from pipelines.finish import Writer, finish_batch
+    from pipelines.finish import Writer, finish_documents
     from pipelines.infer import engine_failed, out_table
     from pipelines.results import RunIdentity
     from pipelines.storage import LocalStorage
@@ -174,7 +174,7 @@ def test_the_finish_stage_writes_one_window_documents_and_passes_longer_ones_on(
     ident = RunIdentity("paper", "h", "m", "c", "p", 2048, 256, "l")
     batch = out_table(rows)
 
-    out = finish_batch(batch, Writer(s.schema, ident, LocalStorage(tmp_path / "out"))).to_pylist()
+    out = finish_documents(batch, Writer(s.schema, ident, LocalStorage(tmp_path / "out"))).to_pylist()
     assert len(out) == len(rows) and [r["outcome"] for r in out[:-2]] == [None] * (len(rows) - 2)
     assert [r["doc"] for r in out[:-2]] == [r["doc"] for r in rows[:-2]]  # the long document's rows, whole
     bad, done = (json.loads(r["outcome"]) for r in out[-2:])
@@ -188,6 +188,6 @@ def test_the_finish_stage_writes_one_window_documents_and_passes_longer_ones_on(
     assert json.loads((tmp_path / "out/paper/bad.pdf.json").read_text())["status"] == "failed"
 
     (tmp_path / "ro").write_text("a file where the output folder should be")
-    failed = finish_batch(batch.slice(len(rows) - 1), Writer(s.schema, ident, LocalStorage(tmp_path / "ro" / "out")))
+    failed = finish_documents(batch.slice(len(rows) - 1), Writer(s.schema, ident, LocalStorage(tmp_path / "ro" / "out")))
     [r] = failed.to_pylist()
     assert json.loads(r["outcome"])["write_error"].startswith(f"cannot write {tmp_path / 'ro' / 'out'}")
