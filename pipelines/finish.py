@@ -1,9 +1,10 @@
 """Finishing a document: its windows' rows → the merged result record → written
 at its result key → the outcome the run records.
 
-A document of one window (most of a nightly batch) is finished in the graph's
-finish stage (``finish_documents``), in parallel across the cluster, so only its
-small outcome reaches the driver. A document of several windows is gathered
+A document of one window (most of a nightly batch) is finished in the graph
+(``finish_documents``: in the inference actor right after its batch; for
+vllm, in a map after the processor), in parallel across the cluster, so only
+its small outcome reaches the driver. A document of several windows is gathered
 and finished on the driver (``pipelines/run.py``), with the same function.
 """
 

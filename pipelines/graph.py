@@ -12,8 +12,8 @@ finishes documents.
 
 Gathering a long document's windows on the driver instead of a groupby avoids
 Ray's hash shuffle, which costs 4-18 s on a small machine (DESIGN, measured);
-the driver holds only the small completions of documents still in flight. Rows carry token ids as
-packed int32 bytes, never document text.
+the driver holds only the small completions of documents still in flight.
+Rows carry token ids as packed int32 bytes, never document text.
 """
 
 from __future__ import annotations
