@@ -185,7 +185,7 @@ class S3Storage:
             raise OutputError(f"cannot write {self.uri(key)}: {_why(e)}") from None
 
     def __reduce__(self):
-        # A boto3 client does not pickle: a copy (the graph's finish stage, in a Ray worker)
+        # A boto3 client does not pickle: a copy (finishing documents in a Ray worker)
         # opens its own, to the same endpoint, with credentials from the worker's own chain.
         return S3Storage, (self.uri(""), None, self.transfer.multipart_threshold, self.client.meta.endpoint_url)
 
