@@ -12,7 +12,7 @@ from rich.table import Column, Table
 import jobs
 from pipelines.run import RunReport
 
-MAX_IGNORED_SHOWN = 10
+MAX_SHOWN = 10  # failed and ignored sources listed in the summary; the run's manifest lists every one
 
 
 class RunProgress:
@@ -70,13 +70,15 @@ def print_summary(console: Console, report: RunReport, engine: str, results: str
     if report.stopped:
         table.add_row("stopped", report.stopped)
     console.print(table)
-    for o in report.outcomes:
-        if o.status in ("failed", "partial"):
-            console.print(f"  [red]{o.status}[/red] {o.source}: {o.reason}", highlight=False)
-    for s in report.ignored[:MAX_IGNORED_SHOWN]:
+    bad = [o for o in report.outcomes if o.status in ("failed", "partial")]
+    for o in bad[:MAX_SHOWN]:
+        console.print(f"  [red]{o.status}[/red] {o.source}: {o.reason}", highlight=False)
+    if len(bad) > MAX_SHOWN:
+        console.print(f"  ... and {len(bad) - MAX_SHOWN} more failed or partial (see the run's sources.jsonl)", highlight=False)
+    for s in report.ignored[:MAX_SHOWN]:
         console.print(f"  ignored {s.path} ({s.reason})", style="dim", highlight=False)
-    if len(report.ignored) > MAX_IGNORED_SHOWN:
-        console.print(f"  ... and {len(report.ignored) - MAX_IGNORED_SHOWN} more ignored (see the manifest)", style="dim")
+    if len(report.ignored) > MAX_SHOWN:
+        console.print(f"  ... and {len(report.ignored) - MAX_SHOWN} more ignored (see the manifest)", style="dim")
     if report.outcomes:
         console.print(f"results: {results}/", highlight=False)
     else:
