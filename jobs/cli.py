@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from pipelines.chat import Llama31Chat
+from pipelines.cost import DEFAULT_GPU_HOUR_PRICE
 from pipelines.packer import DEFAULT_MAX_MODEL_LEN, PackSettings
 from pipelines.plan import failed_record, plan_documents, window_record
 from pipelines.sources import SourceError, list_sources
@@ -72,8 +73,14 @@ def plan(
     s3_endpoint_url: Annotated[
         str | None, typer.Option(help="S3-compatible store (MinIO, ...); default: AWS, or $AWS_ENDPOINT_URL.")
     ] = None,
+    gpu_hour_price: Annotated[
+        float,
+        typer.Option(min=0, help="USD per GPU-hour for the cost estimate; the default is an assumption, set yours."),
+    ] = DEFAULT_GPU_HOUR_PRICE,
 ) -> None:
-    """Show how every document packs into prompt windows. Needs no model."""
+    """Show how every document packs into prompt windows, and what running them on vLLM
+    would cost. Needs no model."""
+    from pipelines.cost import CostAssumptions, cost_record, run_cost
     from pipelines.gguf_model import GGUFError, gguf_chat
     from pipelines.hf_model import model_dir_chat, model_dir_context
     from pipelines.model_files import ModelFileError, model_file_name, model_path
@@ -104,6 +111,7 @@ def plan(
         *(Column(h, overflow="fold") for h in ("document", "status", "tokens", "windows", "prompt tokens per window")), box=None
     )
     skipped: list[tuple[str, str, str]] = []
+    windows_tokens: list[tuple[int, int]] = []  # (prompt, output budget) of every window: the cost estimate's input
     plans = (p for spec, group in schema_runs([schema], refs) for p in plan_documents(group, spec, chat, settings))
     for p in plans:
         doc = p.doc
@@ -117,6 +125,7 @@ def plan(
         windows = p.packed.windows
         totals["windows"] += len(windows)
         totals["prompt_tokens"] += sum(w.prompt_tokens for w in windows)
+        windows_tokens += [(w.prompt_tokens, w.max_output_tokens) for w in windows]
         for w in windows:
             if as_json:
                 print(json.dumps(window_record(doc, w)))
@@ -128,9 +137,14 @@ def plan(
         status = f"ok, {n} file{'s' * (n != 1)} skipped" if n else "ok"
         spans = ", ".join(f"{w.prompt_tokens:,} ({_span(doc.kind, w.units)})" for w in windows)
         table.add_row(doc.rel_path, status, f"{p.packed.document_tokens:,}", str(len(windows)), spans)
+    # The vllm presets run Llama 3.1: the estimate holds for windows packed with its tokenizer.
+    assumptions = CostAssumptions(gpu_hour_price=gpu_hour_price)
+    costs = run_cost(windows_tokens, assumptions) if model is None and windows_tokens else []
     if as_json:
         for s in ignored:
             print(json.dumps({"source": s.path, "status": "ignored", "reason": s.reason}))
+        if costs:
+            print(json.dumps({"cost": cost_record(costs, assumptions)}))
         return
     out.print(table)
     for doc_path, path, reason in skipped[:MAX_SKIPPED_SHOWN]:
@@ -145,6 +159,28 @@ def plan(
         + (f"; prompts written to {dump}" if dump else ""),
         highlight=False,
     )
+    if costs:
+        _print_cost(costs, assumptions)
+    elif model:
+        out.print(f"cost: not estimated (the vllm presets run Llama 3.1; these windows are packed for {model})", style="dim")
+
+
+def _print_cost(costs, a) -> None:
+    table = Table("preset", "GPUs a replica", "prefill", "decode (at most)", "GPU time", "USD",
+                  title="cost on vLLM, H100 80 GB (estimate, in GPU time)", box=None)  # fmt: skip
+    for c in costs:
+        table.add_row(c.preset, str(c.gpus_per_replica), _duration(c.prefill_gpu_hours), _duration(c.decode_gpu_hours),
+                      _duration(c.gpu_hours), f"{c.dollars:,.2f}" if c.dollars >= 1 else f"{c.dollars:.2g}")  # fmt: skip
+    out.print(table)
+    out.print(f"  {a.gpu_hour_price:.2f} USD a GPU-hour (--gpu-hour-price); prefill at {a.mfu:.0%} of peak FLOP/s,", style="dim")
+    out.print(f"  decode at {a.bandwidth_use:.0%} of HBM bandwidth, each window spending its whole output budget", style="dim")
+
+
+def _duration(hours: float) -> str:
+    seconds = hours * 3600
+    if seconds < 60:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{hours:,.1f} h"
 
 
 def _span(kind: str, units: list) -> str:

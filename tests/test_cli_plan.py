@@ -17,8 +17,9 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def records(proc: subprocess.CompletedProcess) -> list[dict]:
+    """The per-window, failed and ignored records; the last line, the cost estimate, left out."""
     assert proc.returncode == 0, proc.stderr
-    return [json.loads(line) for line in proc.stdout.splitlines()]
+    return [rec for line in proc.stdout.splitlines() if "cost" not in (rec := json.loads(line))]
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,26 @@ def test_plan_table_on_the_examples():
     for name in ("field-report.pdf", "tinykv.tar.gz", "meeting-notes.md"):
         assert name in proc.stdout
     assert "3 documents (0 failed)" in proc.stdout
+
+
+def test_plan_prices_the_windows_on_each_vllm_preset():
+    proc = longctx("plan", str(EXAMPLES), "--json", "--gpu-hour-price", "4")
+    assert proc.returncode == 0, proc.stderr
+    last = json.loads(proc.stdout.splitlines()[-1])["cost"]
+    windows = records(proc)
+    assert last["assumptions"] == {"mfu": 0.4, "bandwidth_use": 0.7, "gpu_hour_price": 4.0}
+    assert [c["preset"] for c in last["presets"]] == ["8b-1gpu", "70b-4gpu", "405b-fp8-16gpu"]
+    from pipelines.cost import preset_cost
+
+    expected = preset_cost("8b-1gpu", [(w["prompt_tokens"], w["max_output_tokens"]) for w in windows])
+    assert expected.gpu_hours > 0 and last["presets"][0]["gpu_hours"] == pytest.approx(expected.gpu_hours)
+    assert last["presets"][0]["dollars"] == pytest.approx(4 * expected.gpu_hours)
+    table = longctx("plan", str(EXAMPLES))
+    assert "cost on vLLM, H100 80 GB" in table.stdout and "405b-fp8-16gpu" in table.stdout
+    assert "2.50 USD a GPU-hour" in table.stdout  # the default, stated
+    other = longctx("plan", str(EXAMPLES), "--model", "smollm2")
+    assert other.returncode == 0 and "cost: not estimated" in other.stdout and "405b" not in other.stdout
+    assert longctx("plan", str(EXAMPLES), "--gpu-hour-price", "-1").returncode == 2
 
 
 @pytest.mark.parametrize("args, message", [

@@ -77,6 +77,7 @@ OVERHEAD_GIB = 3.0  # per GPU: activations at 16K batched tokens, CUDA graphs, N
 @dataclass(frozen=True)
 class ModelShape:
     layers: int
+    heads: int  # attention (query) heads
     kv_heads: int
     head_dim: int
     params: float  # all weights, embeddings included
@@ -87,16 +88,20 @@ class ModelShape:
         return 2 * self.layers * self.kv_heads * self.head_dim * 2  # K and V, bf16
 
     @property
+    def hidden(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
     def weight_gib(self) -> float:
         return (self.weight_bytes or self.params * 2) / GIB
 
 
-LLAMA31_8B = ModelShape(layers=32, kv_heads=8, head_dim=128, params=8.03e9)
-LLAMA31_70B = ModelShape(layers=80, kv_heads=8, head_dim=128, params=70.55e9)
+LLAMA31_8B = ModelShape(layers=32, heads=32, kv_heads=8, head_dim=128, params=8.03e9)
+LLAMA31_70B = ModelShape(layers=80, heads=64, kv_heads=8, head_dim=128, params=70.55e9)
 # Meta's FP8 405B: the feed-forward weights of all but the first and last of its 126 layers in
 # FP8 (one byte), the rest in bf16 (the Llama 3 paper, 6.2): 487 GB of weights.
 LLAMA31_405B_FFN = 3 * 16384 * 53248  # one layer's gate, up and down projections
-LLAMA31_405B_FP8 = ModelShape(layers=126, kv_heads=8, head_dim=128, params=405.85e9,
+LLAMA31_405B_FP8 = ModelShape(layers=126, heads=128, kv_heads=8, head_dim=128, params=405.85e9,
                               weight_bytes=2 * 405.85e9 - 124 * LLAMA31_405B_FFN)  # fmt: skip
 
 

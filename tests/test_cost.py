@@ -1,0 +1,42 @@
+"""The cost estimate of ``longctx plan``: pure arithmetic, checked against figures worked by hand."""
+
+import pytest
+
+from pipelines.cost import CostAssumptions, decode_gpu_seconds, prefill_flops, preset_cost, run_cost
+from pipelines.engines.vllm import PRESETS
+
+EIGHT_B = PRESETS["8b-1gpu"]
+
+
+def test_one_long_window_on_the_8b_matches_the_hand_computed_figures():
+    # prefill: 2 × 8.03e9 × 100,000 (matmuls) + 2 × 32 layers × 100,000² × 4,096 hidden (causal attention)
+    flops = 2 * 8.03e9 * 1e5 + 2 * 32 * 1e10 * 4096
+    assert prefill_flops(EIGHT_B, 100_000) == pytest.approx(flops)
+    assert flops / (989e12 * 0.40) == pytest.approx(10.686, rel=1e-4)  # GPU-seconds at 40% of the H100's peak
+    # decode: 436,821 KV tokens on one GPU hold 4 sequences of 101,000; each of 1,000 steps reads 16.06 GB of
+    # weights shared by 4, and 100,500 tokens (the mean context) × 128 KiB of KV, at 70% of 3.35 TB/s
+    per_token = (16.06e9 / 4 + 100_500 * 131_072) / (3.35e12 * 0.70)
+    assert decode_gpu_seconds(EIGHT_B, 100_000, 1_000, CostAssumptions()) == pytest.approx(1000 * per_token)
+    assert 1000 * per_token == pytest.approx(7.3295, rel=1e-4)
+    cost = preset_cost("8b-1gpu", [(100_000, 1_000)], CostAssumptions(gpu_hour_price=3.0))
+    assert cost.gpu_hours == pytest.approx((10.686 + 7.3295) / 3600, rel=1e-4)
+    assert cost.dollars == pytest.approx(3.0 * cost.gpu_hours)
+    assert cost.gpu_hours == pytest.approx(cost.prefill_gpu_hours + cost.decode_gpu_hours)
+
+
+def test_attention_makes_prefill_grow_faster_than_the_tokens():
+    short, long = prefill_flops(EIGHT_B, 8_192), prefill_flops(EIGHT_B, 131_072)
+    assert long / short > 16 * 1.5  # 16× the tokens, well over 16× the FLOPs
+
+
+def test_short_windows_batch_up_to_max_num_seqs_and_share_the_weights():
+    # 650-token windows: the cache holds hundreds, max_num_seqs caps the batch at 16
+    per_token = decode_gpu_seconds(EIGHT_B, 650, 1, CostAssumptions())
+    assert per_token == pytest.approx((16.06e9 / 16 + 650.5 * 131_072) / (3.35e12 * 0.70))
+
+
+def test_every_preset_is_priced_and_bigger_models_cost_more():
+    costs = run_cost([(30_000, 2_000)] * 10)
+    assert [c.preset for c in costs] == list(PRESETS)
+    assert costs[0].dollars < costs[1].dollars < costs[2].dollars
+    assert [c.gpus_per_replica for c in costs] == [1, 4, 16]
