@@ -77,10 +77,14 @@ def plan(
         float,
         typer.Option(min=0, help="USD per GPU-hour for the cost estimate; the default is an assumption, set yours."),
     ] = DEFAULT_GPU_HOUR_PRICE,
+    api_prices: Annotated[
+        Path | None,
+        typer.Option(help="A JSON price table for hosted APIs' batch rates, instead of the built-in one (see README)."),
+    ] = None,
 ) -> None:
     """Show how every document packs into prompt windows, and what running them on vLLM
     would cost. Needs no model."""
-    from pipelines.cost import CostAssumptions, cost_record, run_cost
+    from pipelines.cost import API_PRICES, CostAssumptions, PriceFileError, api_costs, cost_record, load_api_prices, run_cost
     from pipelines.gguf_model import GGUFError, gguf_chat
     from pipelines.hf_model import model_dir_chat, model_dir_context
     from pipelines.model_files import ModelFileError, model_file_name, model_path
@@ -91,6 +95,7 @@ def plan(
 
     try:
         check_schemas([schema])
+        prices = load_api_prices(api_prices) if api_prices else API_PRICES
         refs, ignored = list_sources(sources, s3_endpoint_url)
         if model and Path(model).is_dir():
             chat, context = model_dir_chat(model), model_dir_context(model)
@@ -99,7 +104,7 @@ def plan(
             context = chat.tokenizer.vocab.context_length
         else:
             chat, context = Llama31Chat(llama3_tokenizer(tokenizer)), None
-    except (SchemaError, SourceError, TokenizerError, GGUFError, ModelFileError) as e:
+    except (SchemaError, SourceError, TokenizerError, GGUFError, ModelFileError, PriceFileError) as e:
         raise fail(str(e)) from None
     max_model_len = max_model_len or context or DEFAULT_MAX_MODEL_LEN
     settings = PackSettings(max_model_len=max_model_len, max_output_tokens=max_output_tokens)
@@ -140,11 +145,12 @@ def plan(
     # The vllm presets run Llama 3.1: the estimate holds for windows packed with its tokenizer.
     assumptions = CostAssumptions(gpu_hour_price=gpu_hour_price)
     costs = run_cost(windows_tokens, assumptions) if model is None and windows_tokens else []
+    apis = api_costs(windows_tokens, prices)
     if as_json:
         for s in ignored:
             print(json.dumps({"source": s.path, "status": "ignored", "reason": s.reason}))
         if costs:
-            print(json.dumps({"cost": cost_record(costs, assumptions)}))
+            print(json.dumps({"cost": cost_record(costs, assumptions, apis, prices)}))
         return
     out.print(table)
     for doc_path, path, reason in skipped[:MAX_SKIPPED_SHOWN]:
@@ -160,20 +166,28 @@ def plan(
         highlight=False,
     )
     if costs:
-        _print_cost(costs, assumptions)
+        _print_cost(costs, assumptions, apis, prices)
     elif model:
         out.print(f"cost: not estimated (the vllm presets run Llama 3.1; these windows are packed for {model})", style="dim")
 
 
-def _print_cost(costs, a) -> None:
+def _print_cost(costs, a, apis, prices) -> None:
     table = Table("preset", "GPUs a replica", "prefill", "decode (at most)", "GPU time", "USD",
                   title="cost on vLLM, H100 80 GB (estimate, in GPU time)", box=None)  # fmt: skip
     for c in costs:
         table.add_row(c.preset, str(c.gpus_per_replica), _duration(c.prefill_gpu_hours), _duration(c.decode_gpu_hours),
-                      _duration(c.gpu_hours), f"{c.dollars:,.2f}" if c.dollars >= 1 else f"{c.dollars:.2g}")  # fmt: skip
+                      _duration(c.gpu_hours), _usd(c.dollars))  # fmt: skip
     out.print(table)
     out.print(f"  {a.gpu_hour_price:.2f} USD a GPU-hour (--gpu-hour-price); prefill at {a.mfu:.0%} of peak FLOP/s,", style="dim")
     out.print(f"  decode at {a.bandwidth_use:.0%} of HBM bandwidth, each window spending its whole output budget", style="dim")
+    hosted = Table("hosted API, batch rate", "USD", title=f"the same tokens on hosted APIs (prices of {prices.date})", box=None)
+    for c in apis:
+        hosted.add_row(c.model, _usd(c.dollars))
+    out.print(hosted)
+
+
+def _usd(dollars: float) -> str:
+    return f"{dollars:,.2f}" if dollars >= 1 else f"{dollars:.2g}"
 
 
 def _duration(hours: float) -> str:

@@ -19,13 +19,21 @@ decode is an upper bound.
 The GPU is the presets' H100 SXM 80 GB: 989 TFLOP/s dense bf16, 3.35 TB/s HBM3
 (NVIDIA's datasheet); the FP8 405B is priced at the bf16 peak, which overstates
 its prefill.
+
+The same tokens at hosted APIs' batch rates (``API_PRICES``, or the user's file):
+counted with Llama 3.1's tokenizer, which the hosted models do not share, so
+good to perhaps a tenth or two; output again at its whole budget.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipelines.engines.vllm import PRESETS, Preset, kv_cache_tokens
 
@@ -34,6 +42,60 @@ H100_HBM_BYTES_PER_S = 3.35e12
 # USD per GPU-hour: an assumption, not a quote (on-demand H100s from GPU clouds ran
 # about $2-4 an hour in 2025-2026); set yours with --gpu-hour-price.
 DEFAULT_GPU_HOUR_PRICE = 2.50
+
+
+class TokenPrice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: float = Field(ge=0)  # USD per million prompt tokens
+    output: float = Field(ge=0)  # USD per million output tokens
+
+
+class ApiPrices(BaseModel):
+    """A price table: ``--api-prices FILE`` takes the same shape as JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+    date: str  # when the prices were read
+    source: str
+    prices: dict[str, TokenPrice]
+
+
+# Batch rates (half the providers' standard rates), per million tokens.
+API_PRICES = ApiPrices(
+    date="2026-12-02",
+    source="Anthropic's batch-processing documentation; OpenAI's batch rates as listed by third-party price trackers",
+    prices={
+        "openai/gpt-4o-mini": TokenPrice(input=0.075, output=0.30),
+        "openai/gpt-4.1": TokenPrice(input=1.00, output=4.00),
+        "anthropic/claude-3.5-haiku": TokenPrice(input=0.40, output=2.00),
+        "anthropic/claude-sonnet-4": TokenPrice(input=1.50, output=7.50),
+    },
+)
+
+
+class PriceFileError(ValueError):
+    """A price file that cannot be used; the message is one line."""
+
+
+def load_api_prices(path: Path) -> ApiPrices:
+    try:
+        return ApiPrices.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError, ValidationError) as e:
+        first = e.errors()[0] if isinstance(e, ValidationError) else None
+        why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(e).splitlines()[0]
+        raise PriceFileError(f"price file {path}: {why}") from None
+
+
+@dataclass(frozen=True)
+class ApiCost:
+    model: str
+    dollars: float  # at most: output at its whole budget
+
+
+def api_costs(windows: Iterable[tuple[int, int]], table: ApiPrices = API_PRICES) -> list[ApiCost]:
+    prompt = output = 0
+    for prompt_tokens, output_tokens in windows:
+        prompt, output = prompt + prompt_tokens, output + output_tokens
+    return [ApiCost(name, (prompt * p.input + output * p.output) / 1e6) for name, p in table.prices.items()]
 
 
 @dataclass(frozen=True)
@@ -83,6 +145,11 @@ def run_cost(windows: list[tuple[int, int]], a: CostAssumptions = CostAssumption
     return [preset_cost(name, windows, a) for name in PRESETS]
 
 
-def cost_record(costs: list[PresetCost], a: CostAssumptions) -> dict[str, Any]:
+def cost_record(costs: list[PresetCost], a: CostAssumptions, apis: list[ApiCost], table: ApiPrices) -> dict[str, Any]:
     """The estimate as fields (``plan --json``)."""
-    return {"gpu": "H100 SXM 80 GB", "assumptions": asdict(a), "presets": [asdict(c) for c in costs]}
+    return {
+        "gpu": "H100 SXM 80 GB",
+        "assumptions": asdict(a),
+        "presets": [asdict(c) for c in costs],
+        "hosted_batch": {"prices_date": table.date, "models": [asdict(c) for c in apis]},
+    }

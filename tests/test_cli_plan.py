@@ -114,6 +114,20 @@ def test_plan_prices_the_windows_on_each_vllm_preset():
     assert longctx("plan", str(EXAMPLES), "--gpu-hour-price", "-1").returncode == 2
 
 
+def test_plan_prices_the_same_tokens_at_hosted_batch_rates_from_the_table_or_a_file(tmp_path):
+    builtin = json.loads(longctx("plan", str(EXAMPLES), "--json").stdout.splitlines()[-1])["cost"]["hosted_batch"]
+    assert builtin["prices_date"] and "openai/gpt-4o-mini" in [m["model"] for m in builtin["models"]]
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"date": "2027-01-01", "source": "ours", "prices": {"ours/m": {"input": 1000000, "output": 0}}}')
+    proc = longctx("plan", str(EXAMPLES), "--json", "--api-prices", str(prices))
+    hosted = json.loads(proc.stdout.splitlines()[-1])["cost"]["hosted_batch"]
+    prompt_tokens = sum(w["prompt_tokens"] for w in records(proc))
+    assert hosted == {"prices_date": "2027-01-01", "models": [{"model": "ours/m", "dollars": prompt_tokens}]}
+    prices.write_text('{"date": "2027-01-01"}')
+    bad = longctx("plan", str(EXAMPLES), "--api-prices", str(prices))
+    assert bad.returncode == 2 and "price file" in bad.stderr and "source" in bad.stderr and "Traceback" not in bad.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["plan", "/no/such/path"], "no such file or directory"),
     (["plan", ".", "--schema", "nope"], "unknown schema"),

@@ -2,7 +2,18 @@
 
 import pytest
 
-from pipelines.cost import CostAssumptions, decode_gpu_seconds, prefill_flops, preset_cost, run_cost
+from pipelines.cost import (
+    API_PRICES,
+    ApiPrices,
+    CostAssumptions,
+    PriceFileError,
+    api_costs,
+    decode_gpu_seconds,
+    load_api_prices,
+    prefill_flops,
+    preset_cost,
+    run_cost,
+)
 from pipelines.engines.vllm import PRESETS
 
 EIGHT_B = PRESETS["8b-1gpu"]
@@ -40,3 +51,31 @@ def test_every_preset_is_priced_and_bigger_models_cost_more():
     assert [c.preset for c in costs] == list(PRESETS)
     assert costs[0].dollars < costs[1].dollars < costs[2].dollars
     assert [c.gpus_per_replica for c in costs] == [1, 4, 16]
+
+
+def test_hosted_batch_prices_charge_prompt_and_output_tokens_at_their_rates():
+    table = ApiPrices(
+        date="2026-01-01", source="test", prices={"a": {"input": 1.0, "output": 10.0}, "b": {"input": 0, "output": 2}}
+    )
+    a, b = api_costs([(600_000, 1_000), (400_000, 1_000)], table)
+    assert (a.model, a.dollars) == ("a", pytest.approx(1.0 + 0.002 * 10))  # 1M prompt tokens, 2K output tokens
+    assert (b.model, b.dollars) == ("b", pytest.approx(0.004))
+    assert API_PRICES.date and all(p.input > 0 and p.output > p.input for p in API_PRICES.prices.values())
+
+
+def test_a_price_file_replaces_the_table_and_a_bad_one_is_one_line(tmp_path):
+    good = tmp_path / "prices.json"
+    good.write_text('{"date": "2027-01-01", "source": "ours", "prices": {"x/y": {"input": 0.5, "output": 1.5}}}')
+    assert load_api_prices(good).prices["x/y"].output == 1.5
+    for name, text, why in [
+        ("missing.json", None, "No such file"),
+        ("notjson.json", "{prices", "Expecting"),
+        ("negative.json", '{"date": "d", "source": "s", "prices": {"m": {"input": -1, "output": 1}}}', "prices.m.input"),
+        ("extra.json", '{"date": "d", "source": "s", "prices": {}, "currency": "EUR"}', "currency"),
+    ]:
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(PriceFileError) as e:
+            load_api_prices(path)
+        assert str(e.value).startswith(f"price file {path}: ") and why in str(e.value) and "\n" not in str(e.value)
