@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from pipelines.chat import Llama31Chat
-from pipelines.cost import DEFAULT_GPU_HOUR_PRICE
+from pipelines.cost import DEFAULT_GPU_HOUR_PRICE, ApiCost, ApiPrices, CostAssumptions, PresetCost
 from pipelines.packer import DEFAULT_MAX_MODEL_LEN, PackSettings
 from pipelines.plan import failed_record, plan_documents, window_record
 from pipelines.sources import SourceError, list_sources
@@ -84,7 +84,7 @@ def plan(
 ) -> None:
     """Show how every document packs into prompt windows, and what running them on vLLM
     would cost. Needs no model."""
-    from pipelines.cost import API_PRICES, CostAssumptions, PriceFileError, api_costs, cost_record, load_api_prices, run_cost
+    from pipelines.cost import API_PRICES, PriceFileError, api_costs, cost_record, load_api_prices, run_cost
     from pipelines.gguf_model import GGUFError, gguf_chat
     from pipelines.hf_model import model_dir_chat, model_dir_context
     from pipelines.model_files import ModelFileError, model_file_name, model_path
@@ -171,7 +171,7 @@ def plan(
         out.print(f"cost: not estimated (the vllm presets run Llama 3.1; these windows are packed for {model})", style="dim")
 
 
-def _print_cost(costs, a, apis, prices) -> None:
+def _print_cost(costs: list[PresetCost], a: CostAssumptions, apis: list[ApiCost], prices: ApiPrices) -> None:
     table = Table("preset", "GPUs a replica", "prefill", "decode (at most)", "GPU time", "USD",
                   title="cost on vLLM, H100 80 GB (estimate, in GPU time)", box=None)  # fmt: skip
     for c in costs:
