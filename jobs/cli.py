@@ -69,6 +69,9 @@ def plan(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per window, per line.")] = False,
+    cost_line: Annotated[
+        bool, typer.Option("--cost", help='With --json: one more line at the end, the cost estimate ({"cost": ...}).')
+    ] = False,
     dump: Annotated[Path | None, typer.Option(help="Write each window's exact prompt (text and token ids) here.")] = None,
     s3_endpoint_url: Annotated[
         str | None, typer.Option(help="S3-compatible store (MinIO, ...); default: AWS, or $AWS_ENDPOINT_URL.")
@@ -149,7 +152,7 @@ def plan(
     if as_json:
         for s in ignored:
             print(json.dumps({"source": s.path, "status": "ignored", "reason": s.reason}))
-        if costs:
+        if costs and cost_line:  # opt-in: readers of the window lines expect a source on each
             print(json.dumps({"cost": cost_record(costs, assumptions, apis, prices)}))
         return
     out.print(table)

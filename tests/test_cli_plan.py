@@ -95,7 +95,9 @@ def test_plan_table_on_the_examples():
 
 
 def test_plan_prices_the_windows_on_each_vllm_preset():
-    proc = longctx("plan", str(EXAMPLES), "--json", "--gpu-hour-price", "4")
+    plain = longctx("plan", str(EXAMPLES), "--json")
+    assert all("source" in json.loads(line) for line in plain.stdout.splitlines())  # no cost line unless asked
+    proc = longctx("plan", str(EXAMPLES), "--json", "--cost", "--gpu-hour-price", "4")
     assert proc.returncode == 0, proc.stderr
     last = json.loads(proc.stdout.splitlines()[-1])["cost"]
     windows = records(proc)
@@ -115,11 +117,11 @@ def test_plan_prices_the_windows_on_each_vllm_preset():
 
 
 def test_plan_prices_the_same_tokens_at_hosted_batch_rates_from_the_table_or_a_file(tmp_path):
-    builtin = json.loads(longctx("plan", str(EXAMPLES), "--json").stdout.splitlines()[-1])["cost"]["hosted_batch"]
+    builtin = json.loads(longctx("plan", str(EXAMPLES), "--json", "--cost").stdout.splitlines()[-1])["cost"]["hosted_batch"]
     assert builtin["prices_date"] and "openai/gpt-4o-mini" in [m["model"] for m in builtin["models"]]
     prices = tmp_path / "prices.json"
     prices.write_text('{"date": "2027-01-01", "source": "ours", "prices": {"ours/m": {"input": 1000000, "output": 0}}}')
-    proc = longctx("plan", str(EXAMPLES), "--json", "--api-prices", str(prices))
+    proc = longctx("plan", str(EXAMPLES), "--json", "--cost", "--api-prices", str(prices))
     hosted = json.loads(proc.stdout.splitlines()[-1])["cost"]["hosted_batch"]
     prompt_tokens = sum(w["prompt_tokens"] for w in records(proc))
     assert hosted == {"prices_date": "2027-01-01", "models": [{"model": "ours/m", "dollars": prompt_tokens}]}
