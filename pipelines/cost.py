@@ -125,8 +125,7 @@ def decode_gpu_seconds(preset: Preset, prompt_tokens: int, output_tokens: int, a
     length = prompt_tokens + output_tokens
     batch = max(1, min(preset.max_num_seqs, kv_cache_tokens(s, preset.gpus) // length))
     context = prompt_tokens + output_tokens / 2  # the mean context over the window's decode steps
-    weight_bytes = s.weight_bytes or 2 * s.params
-    per_token = (weight_bytes / batch + context * s.kv_bytes_per_token) / (H100_HBM_BYTES_PER_S * a.bandwidth_use)
+    per_token = (s.weights_in_bytes / batch + context * s.kv_bytes_per_token) / (H100_HBM_BYTES_PER_S * a.bandwidth_use)
     return output_tokens * per_token
 
 

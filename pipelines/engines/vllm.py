@@ -92,8 +92,12 @@ class ModelShape:
         return self.heads * self.head_dim
 
     @property
+    def weights_in_bytes(self) -> float:
+        return self.weight_bytes or self.params * 2
+
+    @property
     def weight_gib(self) -> float:
-        return (self.weight_bytes or self.params * 2) / GIB
+        return self.weights_in_bytes / GIB
 
 
 LLAMA31_8B = ModelShape(layers=32, heads=32, kv_heads=8, head_dim=128, params=8.03e9)
