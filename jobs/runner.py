@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from contextlib import ExitStack
 
 # Read by Ray when it is first imported. A local instance's workers run this
 # very interpreter, so Ray's `uv run` hook, which copies the project and
@@ -45,8 +46,6 @@ def start_ray(address: str | None, attempts: int = 2) -> None:
     started again once if it fails (it can time out on a busy machine); an address
     joins that cluster; None is ``ray.init()``'s own choice, which inside a submitted
     job is the job's cluster."""
-    if address not in (None, "local", "auto"):
-        check_reachable(address)
     # Ray's start-up warnings are for cluster operators; errors still show.
     extra = {"include_dashboard": False} if address == "local" else {}
     for attempt in range(1, attempts + 1):
@@ -71,7 +70,8 @@ def start_ray(address: str | None, attempts: int = 2) -> None:
 def execute(job: PreparedJob, console: Console, address: str | None = None) -> list[RunReport]:
     """One run per schema, in order; each writes its results and its own manifest.
     RunStopped when a run ends early (finished documents are saved, the manifest says which were
-    not reached), after its summary; RayStartError, EngineError and LeaseHeld before anything is written."""
+    not reached), after its summary; EngineError and LeaseHeld before anything is written; RayStartError
+    (Ray starts only once a run has documents to do) before any result is written."""
     run = job.job.run
     options = RunOptions(run.retry_failed, run.label)
     engine = f"{job.engine.name} ({job.engine_reason}), model {job.engine.model_id}"
@@ -80,22 +80,29 @@ def execute(job: PreparedJob, console: Console, address: str | None = None) -> l
     def waiting(held: dict) -> None:
         console.print(f"waiting for another run ({held.get('holder')} on {held.get('host')}) to finish with this output")
 
-    start_ray(address)
-    try:
-        with quiet_native_stderr():  # Ray's misleading restart warning (jobs/ray_noise.py)
-            job.engine.preflight(job.job.engine.concurrency)  # EngineError: one line, nothing written
-            with hold_output(job.storage, run.lease_ttl_s, run.wait_for_lease_s, waiting) as lease:
-                for schema, refs in job.runs:
-                    spec = job.job.engine
-                    graph = GraphSpec(schema, job.engine, job.settings, job.job.limits, spec.concurrency, spec.restarts)
-                    try:
-                        with RunProgress(console) as progress:
-                            report = run_extraction(refs, graph, job.storage, lease, options, job.ignored, progress)
-                    except RunStopped as e:
-                        print_summary(console, e.report, engine, job.storage.uri(schema.name))
-                        raise
-                    print_summary(console, report, engine, job.storage.uri(schema.name))
-                    reports.append(report)
-    finally:
-        ray.shutdown()
+    if address not in (None, "local", "auto"):
+        check_reachable(address)  # now, though Ray starts later: a wrong address is found before any work
+    job.engine.preflight(job.job.engine.concurrency)  # EngineError: one line, nothing written
+    with ExitStack() as stack:
+
+        def start() -> None:
+            """Ray, once, when a run has documents to do: an unchanged rerun needs none."""
+            if not ray.is_initialized():
+                start_ray(address)
+                stack.callback(ray.shutdown)
+                # Entered after ray.init: Ray's daemons would inherit its pipe and keep it open.
+                stack.enter_context(quiet_native_stderr())  # Ray's misleading restart warning (jobs/ray_noise.py)
+
+        lease = stack.enter_context(hold_output(job.storage, run.lease_ttl_s, run.wait_for_lease_s, waiting))
+        for schema, refs in job.runs:
+            spec = job.job.engine
+            graph = GraphSpec(schema, job.engine, job.settings, job.job.limits, spec.concurrency, spec.restarts)
+            try:
+                with RunProgress(console) as progress:
+                    report = run_extraction(refs, graph, job.storage, lease, options, job.ignored, progress, start)
+            except RunStopped as e:
+                print_summary(console, e.report, engine, job.storage.uri(schema.name))
+                raise
+            print_summary(console, report, engine, job.storage.uri(schema.name))
+            reports.append(report)
     return reports

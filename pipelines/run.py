@@ -95,8 +95,10 @@ def run_extraction(
     options: RunOptions = RunOptions(),
     ignored: list[Skipped] | None = None,
     progress: Progress = lambda event, info: None,
+    start: Callable[[], None] = lambda: None,
 ) -> RunReport:
-    """``lease``: the caller's, on ``out`` (``hold_output``). RunStopped when the run ends
+    """``lease``: the caller's, on ``out`` (``hold_output``). ``start``: brings up what the graph
+    runs on (Ray), called only when there are documents to do. RunStopped when the run ends
     early (its manifest written where the store allows)."""
     started = time.time()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]  # sorts by start time
@@ -109,7 +111,9 @@ def run_extraction(
         index = read_index(out, spec.schema.name)
         todo = _to_do(refs, spec, ident, out, options, report, index, known)
         progress("start", {"documents": len(refs), "to_do": len(todo)})
-        _run_graph(todo, spec, ident, out, lease, report, progress, known)
+        if todo:
+            start()
+            _run_graph(todo, spec, ident, out, lease, report, progress, known)
         write_index(out, spec.schema.name, index, known)
     except (OutputError, KeyboardInterrupt) as e:
         report.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else one_line(e)

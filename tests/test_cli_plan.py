@@ -155,7 +155,7 @@ def test_schemas_commands():
     (["run", ".", "--engine", "gpt9"], "unknown engine 'gpt9'"),
     (["run", ".", "--schema", "nope"], "unknown schema"),
     (["run", ".", "--model", "/no/model.gguf"], "/no/model.gguf"),
-    (["run", str(EXAMPLES), "--engine", "vllm"], "pip install 'longctx[vllm]'"),  # Ray up, then preflight
+    (["run", str(EXAMPLES), "--engine", "vllm"], "pip install 'longctx[vllm]'"),  # preflight, before Ray
     (["run", str(EXAMPLES), "--engine", "vllm", "--engine-option", "model=x"], "set it as engine.model (--model)"),
     (["run", str(EXAMPLES), "--out", str(EXAMPLES / "meeting-notes.md")], "meeting-notes.md is a file, not a folder"),
     (["run", str(EXAMPLES), "--address", "127.0.0.1:1"], "cannot join the Ray cluster at 127.0.0.1:1: Connection refused"),
@@ -169,7 +169,7 @@ def test_run_bad_arguments_fail_before_any_work(args, message, tmp_path):
 
 
 def test_a_local_ray_that_does_not_start_is_one_line(tmp_path):
-    """Ray's temporary folder is a file: its start fails, is tried once more, then one line."""
+    """Ray's temporary folder is a file: its start fails, is tried once more, then one line; no result, no manifest."""
     import os
 
     (tmp_path / "not-a-folder").write_text("")
@@ -178,7 +178,9 @@ def test_a_local_ray_that_does_not_start_is_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("error: Ray did not start on this machine (2 tries): ") and "Not a directory" in line
-    assert not (tmp_path / "out").exists()
+    # Ray starts once the skip check has found work, under the output's lease: that is all that is written, released
+    [lease] = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert lease.name == "_lease.json" and json.loads(lease.read_text())["released"] is True
 
 
 def test_plan_with_a_gguf_packs_with_its_own_tokenizer_and_template(corpus, tmp_path):

@@ -80,7 +80,7 @@ class EngineConfig(Protocol):
         ...
 
     def preflight(self, concurrency: int) -> None:
-        """On the driver, Ray up, before any work: raise EngineError (one line naming the
+        """On the driver, before any work and before Ray starts: raise EngineError (one line naming the
         setting to change) for what can be known without loading weights."""
         ...
 

