@@ -90,7 +90,8 @@ def figures(out: Path, results: list[dict]) -> dict:
     if by_name.get("run", {}).get("rc") == 0:
         [manifest] = [json.loads(p.read_text()) for p in (out / "results" / "_runs").glob("*/manifest.json")]
         found["run"] = {"documents": RUN_DOCS, "counts": manifest["counts"], "tokens": manifest["tokens"],
-                        "wall_seconds": manifest["wall_seconds"], "command_seconds": by_name["run"]["seconds"]}  # fmt: skip
+                        "wall_seconds": manifest["wall_seconds"], "command_seconds": by_name["run"]["seconds"],
+                        "gpu_time": manifest.get("gpu_time")}  # fmt: skip
     return found
 
 
@@ -110,6 +111,11 @@ def markdown(found: dict, gpu: str, day: str) -> str:
         lines += ["", f"longctx run, 8b-1gpu, dummy weights: {run['documents']} documents, {run['tokens']['prompt']:,} prompt "
                   f"and {run['tokens']['completion']:,} completion tokens, {run['wall_seconds']:.0f} s in the graph, "
                   f"{run['command_seconds']:.0f} s for the command; counts {run['counts']}"]  # fmt: skip
+        if gpu := run.get("gpu_time"):  # plan's estimate for these windows, against the GPU time the run held
+            generated = gpu["estimated_prefill_s"] + gpu["estimated_decode_s_at_tokens_generated"]
+            at_most = gpu["estimated_prefill_s"] + gpu["estimated_decode_s_at_budget"]
+            lines.append(f"GPU time: estimated {generated:.1f} GPU-s at the tokens generated (at most {at_most:.1f}), "
+                         f"held {gpu['held_gpu_s']} GPU-s, model loading included")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

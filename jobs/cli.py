@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
+from jobs.units import duration, usd
 from pipelines.chat import Llama31Chat
 from pipelines.cost import DEFAULT_GPU_HOUR_PRICE, ApiCost, ApiPrices, CostAssumptions, PresetCost
 from pipelines.packer import DEFAULT_MAX_MODEL_LEN, PackSettings
@@ -178,26 +179,15 @@ def _print_cost(costs: list[PresetCost], a: CostAssumptions, apis: list[ApiCost]
     table = Table("preset", "GPUs a replica", "prefill", "decode (at most)", "GPU time", "USD",
                   title="cost on vLLM, H100 80 GB (estimate, in GPU time)", box=None)  # fmt: skip
     for c in costs:
-        table.add_row(c.preset, str(c.gpus_per_replica), _duration(c.prefill_gpu_hours), _duration(c.decode_gpu_hours),
-                      _duration(c.gpu_hours), _usd(c.dollars))  # fmt: skip
+        hours = (c.prefill_gpu_hours, c.decode_gpu_hours, c.gpu_hours)
+        table.add_row(c.preset, str(c.gpus_per_replica), *(duration(h * 3600) for h in hours), usd(c.dollars))
     out.print(table)
     out.print(f"  {a.gpu_hour_price:.2f} USD a GPU-hour (--gpu-hour-price); prefill at {a.mfu:.0%} of peak FLOP/s,", style="dim")
     out.print(f"  decode at {a.bandwidth_use:.0%} of HBM bandwidth, each window spending its whole output budget", style="dim")
     hosted = Table("hosted API, batch rate", "USD", title=f"the same tokens on hosted APIs (prices of {prices.date})", box=None)
     for c in apis:
-        hosted.add_row(c.model, _usd(c.dollars))
+        hosted.add_row(c.model, usd(c.dollars))
     out.print(hosted)
-
-
-def _usd(dollars: float) -> str:
-    return f"{dollars:,.2f}" if dollars >= 1 else f"{dollars:.2g}"
-
-
-def _duration(hours: float) -> str:
-    seconds = hours * 3600
-    if seconds < 60:
-        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{hours:,.1f} h"
 
 
 def _span(kind: str, units: list) -> str:

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 
 import jobs
+from jobs.units import duration
 from pipelines.run import RunReport
 
 MAX_SHOWN = 10  # failed and ignored sources listed in the summary; the run's manifest lists every one
@@ -61,7 +62,11 @@ def print_summary(console: Console, report: RunReport, engine: str, results: str
         if counts[status] or status != "not_reached":
             table.add_row(f"documents {status.replace('_', ' ')}", str(counts[status]))
     table.add_row("prompt tokens", f"{sum(o.prompt_tokens for o in report.outcomes):,}")
-    table.add_row("completion tokens", f"{sum(o.completion_tokens for o in report.outcomes):,}")
+    completion = f"{sum(o.completion_tokens for o in report.outcomes):,}"
+    budget = report.tally.output_budget
+    table.add_row("completion tokens", f"{completion} of a {budget:,} budget" if budget else completion)
+    if gpu := report.tally.gpu_time(report.held_gpu_seconds):
+        table.add_row("GPU time", gpu_time_line(gpu))
     table.add_row(
         "wall time", f"{time.monotonic() - jobs.STARTED:.1f} s (the command so far; the run {report.wall_seconds:.1f} s)"
     )
@@ -83,3 +88,15 @@ def print_summary(console: Console, report: RunReport, engine: str, results: str
         console.print(f"results: {results}/", highlight=False)
     else:
         console.print("no documents to extract: no results written", highlight=False)
+
+
+def gpu_time_line(gpu: dict[str, Any]) -> str:
+    """plan's estimate for the windows that ran, beside the GPU time the run held."""
+    prefill, at_budget = gpu["estimated_prefill_s"], gpu["estimated_decode_s_at_budget"]
+    generated = gpu["estimated_decode_s_at_tokens_generated"]
+    held = "not measured (the run stopped)" if gpu["held_gpu_s"] is None else duration(gpu["held_gpu_s"])
+    return (
+        f"held {held} (GPUs × the graph's wall time, model loading included); estimated "
+        f"{duration(prefill + generated)} at the tokens generated, at most {duration(prefill + at_budget)} "
+        f"(prefill {duration(prefill)}, at {gpu['assumptions']['mfu']:.0%} of an {gpu['gpu']}'s peak)"
+    )

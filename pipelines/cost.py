@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +129,16 @@ def decode_gpu_seconds(preset: Preset, prompt_tokens: int, output_tokens: int, a
     return output_tokens * per_token
 
 
+def prefill_gpu_seconds(preset: Preset, prompt_tokens: int, a: CostAssumptions) -> float:
+    return prefill_flops(preset, prompt_tokens) / (H100_BF16_FLOPS * a.mfu)
+
+
 def preset_cost(name: str, windows: Iterable[tuple[int, int]], a: CostAssumptions = CostAssumptions()) -> PresetCost:
     """``windows``: (prompt tokens, output budget) of every window the run would infer."""
     preset = PRESETS[name]
     prefill = decode = 0.0
     for prompt_tokens, output_tokens in windows:
-        prefill += prefill_flops(preset, prompt_tokens) / (H100_BF16_FLOPS * a.mfu)
+        prefill += prefill_gpu_seconds(preset, prompt_tokens, a)
         decode += decode_gpu_seconds(preset, prompt_tokens, output_tokens, a)
     hours = (prefill + decode) / 3600
     return PresetCost(name, preset.gpus, prefill / 3600, decode / 3600, hours, hours * a.gpu_hour_price)
@@ -152,3 +156,56 @@ def cost_record(costs: list[PresetCost], a: CostAssumptions, apis: list[ApiCost]
         "presets": [asdict(c) for c in costs],
         "hosted_batch": {"prices_date": table.date, "models": [asdict(c) for c in apis]},
     }
+
+
+def engine_preset(engine: Any) -> Preset | None:
+    """The preset a run's GPU time is estimated with: the vllm engine on GPUs serving its
+    preset's own model, at the run's parallelism and batch; None for anything else (another
+    engine, vLLM on CPU, another model), whose shape and hardware are not known here."""
+    if engine.name != "vllm" or engine.device != "cuda" or engine.model_source != PRESETS[engine.preset].model:
+        return None
+    s = engine.engine_settings()
+    return replace(
+        PRESETS[engine.preset],
+        tensor_parallel_size=s["tensor_parallel_size"],
+        pipeline_parallel_size=s["pipeline_parallel_size"],
+        max_num_seqs=s["max_num_seqs"],
+        max_num_batched_tokens=s["max_num_batched_tokens"],
+    )
+
+
+@dataclass
+class RunTally:
+    """A run's inferred windows, with what ``plan``'s arithmetic says they cost: decode at the
+    whole output budget (the plan's upper bound) and at the tokens generated, to be set beside
+    the GPU time the run held. Filled window by window: it keeps no per-window list."""
+
+    preset: Preset | None = None
+    assumptions: CostAssumptions = CostAssumptions()
+    output_budget: int = 0
+    prefill_s: float = 0.0
+    decode_budget_s: float = 0.0
+    decode_generated_s: float = 0.0
+
+    def add(self, prompt_tokens: int, output_budget: int, completion_tokens: int) -> None:
+        self.output_budget += output_budget
+        if self.preset:
+            a = self.assumptions
+            self.prefill_s += prefill_gpu_seconds(self.preset, prompt_tokens, a)
+            self.decode_budget_s += decode_gpu_seconds(self.preset, prompt_tokens, output_budget, a)
+            self.decode_generated_s += decode_gpu_seconds(self.preset, prompt_tokens, completion_tokens, a)
+
+    def gpu_time(self, held_gpu_seconds: float | None) -> dict[str, Any] | None:
+        """Estimate against measure, for the manifest; None where no estimate applies.
+        ``held_gpu_seconds``: the engine's GPUs × the graph's wall time, model loading included."""
+        if not self.preset:
+            return None
+        return {
+            "gpu": "H100 SXM 80 GB",
+            "preset": self.preset.model,
+            "assumptions": {"mfu": self.assumptions.mfu, "bandwidth_use": self.assumptions.bandwidth_use},
+            "estimated_prefill_s": round(self.prefill_s, 3),
+            "estimated_decode_s_at_budget": round(self.decode_budget_s, 3),
+            "estimated_decode_s_at_tokens_generated": round(self.decode_generated_s, 3),
+            "held_gpu_s": None if held_gpu_seconds is None else round(held_gpu_seconds, 3),
+        }

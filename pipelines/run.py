@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pipelines.cost import RunTally, engine_preset
 from pipelines.finish import DocOutcome, Writer
 from pipelines.graph import ENGINE_DOWN, GraphSpec, run_graph
 from pipelines.lease import Lease
@@ -53,6 +54,8 @@ class RunReport:
     stopped: str | None = None  # why the run ended before every document was done
     engine_down: str | None = None  # set when no window ran: the engine never started anywhere
     deliveries: dict[str, int] = field(default_factory=lambda: {"rows": 0, "repeated": 0})
+    tally: RunTally = field(default_factory=RunTally)  # the inferred windows' output budget and estimated GPU time
+    held_gpu_seconds: float | None = None  # the engine's GPUs × the graph's wall time, where an estimate applies
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -102,19 +105,25 @@ def run_extraction(
     early (its manifest written where the store allows)."""
     started = time.time()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]  # sorts by start time
-    report = RunReport(run_id=f"{options.label}-{run_id}" if options.label else run_id, ignored=ignored or [])
+    report = RunReport(run_id=f"{options.label}-{run_id}" if options.label else run_id, ignored=ignored or [],
+                       tally=RunTally(engine_preset(spec.engine)))  # fmt: skip
     ident = identity(spec)
     todo: list[dict[str, Any]] = []
     known: dict[str, dict[str, Any]] = {}  # result key -> fingerprint, status, source: the next run's index
     try:
         out.remove_temporaries()  # what a killed run left half-written: none is a live run's, as we hold the lease
         index = read_index(out, spec.schema.name)
-        todo = _to_do(refs, spec, ident, out, options, report, index, known)
+        listed = out.versions(f"{spec.schema.name}/")  # the results' versions: one listing
+        todo = _to_do(refs, spec, ident, out, options, report, index, listed, known)
         progress("start", {"documents": len(refs), "to_do": len(todo)})
         if todo:
             start()
+            graph_started = time.time()
             _run_graph(todo, spec, ident, out, lease, report, progress, known)
-        write_index(out, spec.schema.name, index, known)
+            if report.tally.preset:
+                gpus = spec.engine.replicas_for(spec.concurrency) * spec.engine.gpus_per_replica
+                report.held_gpu_seconds = gpus * (time.time() - graph_started)
+        write_index(out, spec.schema.name, index, known, None if todo else listed)
     except (OutputError, KeyboardInterrupt) as e:
         report.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else one_line(e)
         finished = {o.doc_id for o in report.outcomes}
@@ -143,6 +152,7 @@ def _to_do(
     options: RunOptions,
     report: RunReport,
     index: dict[str, dict[str, Any]],
+    listed: dict[str, str],
     known: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """The documents to run; the others are recorded skipped (their stored result is current,
@@ -156,7 +166,7 @@ def _to_do(
         taken.add(rkey)
         rkeys.append(rkey)
     keys = source_keys(refs, rkeys, index, source_key)
-    stored = stored_results(out, rkeys, index, out.versions(f"{spec.schema.name}/"))
+    stored = stored_results(out, rkeys, index, listed)
     todo: list[dict[str, Any]] = []
     for ref, key, rkey in zip(refs, keys, rkeys, strict=True):
         found = stored[rkey]
@@ -198,6 +208,7 @@ def _run_graph(
         inferred += 1
         if (row["error"] or "").startswith(f"engine error: {ENGINE_DOWN}"):
             down.append(row["error"].removeprefix("engine error: "))
+        report.tally.add(row["prompt_tokens"], row["max_tokens"], row["completion_tokens"])
         progress("window", {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"]})
 
     items = [{k: t[k] for k in ("ref", "source_key", "result_key", "size")} for t in todo]
@@ -268,7 +279,9 @@ def _write_manifest(
         "tokens": {
             "prompt": sum(o.prompt_tokens for o in report.outcomes),
             "completion": sum(o.completion_tokens for o in report.outcomes),
+            "output_budget": report.tally.output_budget,  # what the windows inferred were allowed
         },
+        "gpu_time": report.tally.gpu_time(report.held_gpu_seconds),  # plan's estimate for the windows run, and measured
         "sources_file": out.uri(f"{folder}/sources.jsonl"),
         "ignored": [asdict(s) for s in report.ignored],
     }

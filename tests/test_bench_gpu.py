@@ -170,7 +170,9 @@ def test_gpu_check_figures_from_the_steps_outputs(tmp_path):
            "decode_ms_per_step": 9.5}  # fmt: skip
     (tmp_path / "prefill.log").write_text("INFO vLLM says hello\n" + json.dumps(row) + "\n")
     manifest = {"counts": {"ok": 4, "partial": 0, "failed": 0, "skipped": 0, "not_reached": 0},
-                "tokens": {"prompt": 160000, "completion": 900}, "wall_seconds": 95.0}  # fmt: skip
+                "tokens": {"prompt": 160000, "completion": 900}, "wall_seconds": 95.0,
+                "gpu_time": {"estimated_prefill_s": 20.5, "estimated_decode_s_at_budget": 40.0,
+                             "estimated_decode_s_at_tokens_generated": 3.25, "held_gpu_s": 94.2}}  # fmt: skip
     (tmp_path / "results" / "_runs" / "r1").mkdir(parents=True)
     (tmp_path / "results" / "_runs" / "r1" / "manifest.json").write_text(json.dumps(manifest))
     steps = [{"step": "gpu-tests", "rc": 1, "seconds": 80.0}, {"step": "prefill", "rc": 0, "seconds": 200.0},
@@ -182,3 +184,4 @@ def test_gpu_check_figures_from_the_steps_outputs(tmp_path):
     assert md.startswith("GPU check, 2026-12-01, GPU 0: NVIDIA H100")
     assert "| gpu-tests | 1 | 80 |" in md and "| 130,500 | 512 | 11.00 | 11,864 | 600 | 6.60 | 0.60 | 9.5 |" in md
     assert "160,000 prompt" in md and "95 s in the graph" in md
+    assert "GPU time: estimated 23.8 GPU-s at the tokens generated (at most 60.5), held 94.2 GPU-s" in md

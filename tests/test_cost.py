@@ -7,14 +7,17 @@ from pipelines.cost import (
     ApiPrices,
     CostAssumptions,
     PriceFileError,
+    RunTally,
     api_costs,
     decode_gpu_seconds,
+    engine_preset,
     load_api_prices,
     prefill_flops,
     preset_cost,
     run_cost,
 )
-from pipelines.engines.vllm import PRESETS
+from pipelines.engines.openai_compat import OpenAIConfig
+from pipelines.engines.vllm import PRESETS, VLLMConfig
 
 EIGHT_B = PRESETS["8b-1gpu"]
 
@@ -79,3 +82,30 @@ def test_a_price_file_replaces_the_table_and_a_bad_one_is_one_line(tmp_path):
         with pytest.raises(PriceFileError) as e:
             load_api_prices(path)
         assert str(e.value).startswith(f"price file {path}: ") and why in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_run_is_estimated_for_its_preset_on_gpus_only():
+    assert engine_preset(VLLMConfig()) == EIGHT_B
+    assert engine_preset(VLLMConfig(model=EIGHT_B.model)) == EIGHT_B  # the preset's model, named
+    wide = engine_preset(VLLMConfig(preset="70b-4gpu", tensor_parallel_size=8, max_num_seqs=32))
+    assert (wide.gpus, wide.max_num_seqs, wide.shape) == (8, 32, PRESETS["70b-4gpu"].shape)  # the run's settings
+    assert engine_preset(VLLMConfig(device="cpu")) is None  # not an H100
+    assert engine_preset(VLLMConfig(model="/models/qwen2.5-7b", tokenizer="hf:/models/qwen2.5-7b")) is None
+    assert engine_preset(OpenAIConfig()) is None
+
+
+def test_the_run_tally_sets_the_estimate_for_the_windows_run_beside_the_gpu_time_held():
+    tally = RunTally(EIGHT_B)
+    tally.add(100_000, 1_000, 250)
+    tally.add(100_000, 1_000, 250)
+    gpu = tally.gpu_time(held_gpu_seconds=61.0)
+    assert tally.output_budget == 2_000
+    assert gpu["estimated_prefill_s"] == pytest.approx(2 * 10.686, abs=2e-3)  # the hand-computed window, twice
+    assert gpu["estimated_decode_s_at_budget"] == pytest.approx(2 * 7.3295, abs=2e-3)
+    at_250 = decode_gpu_seconds(EIGHT_B, 100_000, 250, CostAssumptions())
+    assert gpu["estimated_decode_s_at_tokens_generated"] == pytest.approx(2 * at_250, abs=2e-3)
+    assert at_250 < 7.3295 / 3  # a quarter of the budget: less than a quarter of its decode (shorter contexts)
+    assert gpu["held_gpu_s"] == 61.0 and gpu["assumptions"] == {"mfu": 0.40, "bandwidth_use": 0.70}
+    other = RunTally(None)  # llama.cpp, an API, vLLM on CPU: budget counted, no GPU estimate
+    other.add(500, 64, 12)
+    assert other.output_budget == 64 and other.gpu_time(None) is None

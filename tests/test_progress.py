@@ -33,3 +33,19 @@ def test_a_few_failures_are_all_listed_without_a_remainder_line():
     text = _summary(RunReport("r2", outcomes=failed))
     assert sum(line.startswith("  partial ") for line in text.splitlines()) == 3
     assert "more failed" not in text
+
+
+def test_a_vllm_run_shows_its_gpu_time_beside_the_estimate():
+    from pipelines.cost import RunTally
+    from pipelines.engines.vllm import PRESETS
+
+    tally = RunTally(PRESETS["8b-1gpu"])
+    tally.add(100_000, 1_000, 250)
+    ok = [DocOutcome("/src/a.pdf", "a", "ok", None, "/out/paper/a.json", prompt_tokens=100_000, completion_tokens=250)]
+    text = _summary(RunReport("r3", outcomes=ok, tally=tally, held_gpu_seconds=95.0))
+    assert "completion tokens  250 of a 1,000 budget" in text
+    [line] = [line for line in text.splitlines() if line.strip().startswith("GPU time")]
+    # 10.7 s of prefill + 2.3 s of decode for 250 tokens; at most 10.7 + 7.3 s at the whole budget
+    assert "held 1.6 min (GPUs × the graph's wall time, model loading included)" in line
+    assert "estimated 13 s at the tokens generated, at most 18 s (prefill 11 s, at 40% of an H100 SXM 80 GB's peak)" in line
+    assert "GPU time" not in _summary(RunReport("r4", outcomes=ok))  # no estimate for other engines

@@ -61,11 +61,15 @@ def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
         "broken.pdf": "failed",
     }
     assert m1["tokens"]["prompt"] > 0 and m1["settings"]["model"].startswith("llamacpp:")
+    # what the windows were allowed, beside what they used; a GPU-time estimate is for vLLM on GPUs only
+    assert m1["tokens"]["output_budget"] >= m1["tokens"]["completion"] > 0 and m1["gpu_time"] is None
+    assert f"of a {m1['tokens']['output_budget']:,} budget" in proc.stdout
 
     # A rerun writes nothing, skips everything and never starts Ray (here it could not: its folder is a file).
     stamps = {p: p.stat().st_mtime_ns for p in (out / "brief").rglob("*.json")}
     (tmp_path / "not-a-folder").write_text("")
-    proc = longctx("run", str(corpus), "--out", str(out), *SMALL, env={**os.environ, "RAY_TMPDIR": str(tmp_path / "not-a-folder")})
+    no_ray = {**os.environ, "RAY_TMPDIR": str(tmp_path / "not-a-folder")}
+    proc = longctx("run", str(corpus), "--out", str(out), *SMALL, env=no_ray)
     assert proc.returncode == 0, proc.stderr
     assert {p: p.stat().st_mtime_ns for p in (out / "brief").rglob("*.json")} == stamps
     assert manifests(out)[-1]["counts"] == {"ok": 0, "partial": 0, "failed": 0, "skipped": 3, "not_reached": 0}

@@ -50,7 +50,7 @@ def test_a_rerun_reads_only_what_the_index_does_not_cover(store):
     keys = [f"paper/d{i}.pdf.json" for i in range(5)]
     for i, k in enumerate(keys):
         store.write_json(k, result(f"fp{i}"))
-    X.write_index(store, "paper", {}, {k: {"fingerprint": f"fp{i}", "status": "ok"} for i, k in enumerate(keys)})
+    X.write_index(store, "paper", {}, {k: {"fingerprint": f"fp{i}", "status": "ok"} for i, k in enumerate(keys)}, None)
 
     counting = CountingReads(store)
     index = X.read_index(counting, "paper")
@@ -69,11 +69,23 @@ def test_a_rerun_reads_only_what_the_index_does_not_cover(store):
     assert found["paper/d5.pdf.json"] == {"fingerprint": "fp5", "status": "ok"} and found[keys[0]]["fingerprint"] == "fp0"
 
     # The next index keeps the old entries still current and takes this run's.
-    X.write_index(store, "paper", index, {keys[1]: {"fingerprint": "new1", "status": "failed"}})
+    X.write_index(store, "paper", index, {keys[1]: {"fingerprint": "new1", "status": "failed"}}, None)
     entries = X.read_index(store, "paper")
     assert sorted(entries) == keys and entries[keys[1]]["fingerprint"] == "new1"
     listed = store.versions("paper/")
     assert all(e["version"] == listed[k] for k, e in entries.items())  # the index agrees with the store
+
+    # An unchanged rerun, given the listing it started with: no second listing, and the index is not rewritten.
+    class Untouched(CountingReads):
+        def versions(self, prefix):
+            raise AssertionError("listed again")
+
+        def write_json(self, key, data):
+            raise AssertionError(f"wrote {key}")
+
+    unchanged = {k: {"fingerprint": e["fingerprint"], "status": e["status"]} for k, e in entries.items()}
+    X.write_index(Untouched(store), "paper", entries, unchanged, listed)
+    assert X.read_index(store, "paper") == entries
 
 
 def test_results_that_are_not_json_or_an_index_of_another_format(store):
