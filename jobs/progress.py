@@ -65,7 +65,7 @@ def print_summary(console: Console, report: RunReport, engine: str, results: str
     completion = f"{sum(o.completion_tokens for o in report.outcomes):,}"
     budget = report.tally.output_budget
     table.add_row("completion tokens", f"{completion} of a {budget:,} budget" if budget else completion)
-    if gpu := report.tally.gpu_time(report.held_gpu_seconds):
+    if gpu := report.tally.gpu_time():
         table.add_row("GPU time", gpu_time_line(gpu))
     table.add_row(
         "wall time", f"{time.monotonic() - jobs.STARTED:.1f} s (the command so far; the run {report.wall_seconds:.1f} s)"

@@ -186,6 +186,7 @@ class RunTally:
     prefill_s: float = 0.0
     decode_budget_s: float = 0.0
     decode_generated_s: float = 0.0
+    held_gpu_s: float | None = None  # the engine's GPUs × the graph's wall time, model loading included
 
     def add(self, prompt_tokens: int, output_budget: int, completion_tokens: int) -> None:
         self.output_budget += output_budget
@@ -195,17 +196,16 @@ class RunTally:
             self.decode_budget_s += decode_gpu_seconds(self.preset, prompt_tokens, output_budget, a)
             self.decode_generated_s += decode_gpu_seconds(self.preset, prompt_tokens, completion_tokens, a)
 
-    def gpu_time(self, held_gpu_seconds: float | None) -> dict[str, Any] | None:
-        """Estimate against measure, for the manifest; None where no estimate applies.
-        ``held_gpu_seconds``: the engine's GPUs × the graph's wall time, model loading included."""
+    def gpu_time(self) -> dict[str, Any] | None:
+        """Estimate against measure, for the manifest; None where no estimate applies."""
         if not self.preset:
             return None
         return {
             "gpu": "H100 SXM 80 GB",
-            "preset": self.preset.model,
+            "model": self.preset.model,
             "assumptions": {"mfu": self.assumptions.mfu, "bandwidth_use": self.assumptions.bandwidth_use},
             "estimated_prefill_s": round(self.prefill_s, 3),
             "estimated_decode_s_at_budget": round(self.decode_budget_s, 3),
             "estimated_decode_s_at_tokens_generated": round(self.decode_generated_s, 3),
-            "held_gpu_s": None if held_gpu_seconds is None else round(held_gpu_seconds, 3),
+            "held_gpu_s": None if self.held_gpu_s is None else round(self.held_gpu_s, 3),
         }

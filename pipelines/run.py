@@ -54,8 +54,7 @@ class RunReport:
     stopped: str | None = None  # why the run ended before every document was done
     engine_down: str | None = None  # set when no window ran: the engine never started anywhere
     deliveries: dict[str, int] = field(default_factory=lambda: {"rows": 0, "repeated": 0})
-    tally: RunTally = field(default_factory=RunTally)  # the inferred windows' output budget and estimated GPU time
-    held_gpu_seconds: float | None = None  # the engine's GPUs × the graph's wall time, where an estimate applies
+    tally: RunTally = field(default_factory=RunTally)  # the inferred windows' output budget, GPU time estimated and held
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -122,7 +121,7 @@ def run_extraction(
             _run_graph(todo, spec, ident, out, lease, report, progress, known)
             if report.tally.preset:
                 gpus = spec.engine.replicas_for(spec.concurrency) * spec.engine.gpus_per_replica
-                report.held_gpu_seconds = gpus * (time.time() - graph_started)
+                report.tally.held_gpu_s = gpus * (time.time() - graph_started)
         write_index(out, spec.schema.name, index, known, None if todo else listed)
     except (OutputError, KeyboardInterrupt) as e:
         report.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else one_line(e)
@@ -281,7 +280,7 @@ def _write_manifest(
             "completion": sum(o.completion_tokens for o in report.outcomes),
             "output_budget": report.tally.output_budget,  # what the windows inferred were allowed
         },
-        "gpu_time": report.tally.gpu_time(report.held_gpu_seconds),  # plan's estimate for the windows run, and measured
+        "gpu_time": report.tally.gpu_time(),  # plan's estimate for the windows run, and measured
         "sources_file": out.uri(f"{folder}/sources.jsonl"),
         "ignored": [asdict(s) for s in report.ignored],
     }

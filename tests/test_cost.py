@@ -98,7 +98,8 @@ def test_the_run_tally_sets_the_estimate_for_the_windows_run_beside_the_gpu_time
     tally = RunTally(EIGHT_B)
     tally.add(100_000, 1_000, 250)
     tally.add(100_000, 1_000, 250)
-    gpu = tally.gpu_time(held_gpu_seconds=61.0)
+    tally.held_gpu_s = 61.0
+    gpu = tally.gpu_time()
     assert tally.output_budget == 2_000
     assert gpu["estimated_prefill_s"] == pytest.approx(2 * 10.686, abs=2e-3)  # the hand-computed window, twice
     assert gpu["estimated_decode_s_at_budget"] == pytest.approx(2 * 7.3295, abs=2e-3)
@@ -108,4 +109,4 @@ def test_the_run_tally_sets_the_estimate_for_the_windows_run_beside_the_gpu_time
     assert gpu["held_gpu_s"] == 61.0 and gpu["assumptions"] == {"mfu": 0.40, "bandwidth_use": 0.70}
     other = RunTally(None)  # llama.cpp, an API, vLLM on CPU: budget counted, no GPU estimate
     other.add(500, 64, 12)
-    assert other.output_budget == 64 and other.gpu_time(None) is None
+    assert other.output_budget == 64 and other.gpu_time() is None

@@ -41,8 +41,9 @@ def test_a_vllm_run_shows_its_gpu_time_beside_the_estimate():
 
     tally = RunTally(PRESETS["8b-1gpu"])
     tally.add(100_000, 1_000, 250)
+    tally.held_gpu_s = 95.0
     ok = [DocOutcome("/src/a.pdf", "a", "ok", None, "/out/paper/a.json", prompt_tokens=100_000, completion_tokens=250)]
-    text = _summary(RunReport("r3", outcomes=ok, tally=tally, held_gpu_seconds=95.0))
+    text = _summary(RunReport("r3", outcomes=ok, tally=tally))
     assert "completion tokens  250 of a 1,000 budget" in text
     [line] = [line for line in text.splitlines() if line.strip().startswith("GPU time")]
     # 10.7 s of prefill + 2.3 s of decode for 250 tokens; at most 10.7 + 7.3 s at the whole budget
