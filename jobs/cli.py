@@ -350,6 +350,32 @@ def evaluate(
               + (f"; no result for {len(missing)}: {', '.join(missing)}" if missing else ""), highlight=False)  # fmt: skip
 
 
+@app.command("table")
+def table_command(
+    out_dir: Annotated[str, typer.Argument(help="A run's output: a folder or s3://bucket/prefix.")],
+    schema: Annotated[str, typer.Option(help="Whose results: a built-in, module:Class, or a JSON Schema.")] = "paper",
+    s3_endpoint_url: Annotated[
+        str | None, typer.Option(help="S3-compatible store (MinIO, ...); default: AWS, or $AWS_ENDPOINT_URL.")
+    ] = None,
+) -> None:
+    """Build or bring up to date OUT/<schema>/_table/, the Parquet table of the schema's results
+    (every run does this itself; this is for outputs written before there were tables)."""
+    from pipelines.lease import LeaseHeld, hold_output
+    from pipelines.storage import OutputError, StorageError, open_storage
+    from pipelines.table import update_table
+
+    try:
+        spec = resolve_schema(schema)
+        store = open_storage(out_dir, s3_endpoint_url)
+        with hold_output(store, ttl_s=600, wait_s=0):  # a run writing the same results would race the table
+            done = update_table(store, spec, store.versions(f"{spec.name}/"))
+    except (SchemaError, StorageError, LeaseHeld, OutputError) as e:
+        raise fail(str(e)) from None
+    out.print(
+        f"{done.folder}: {done.rows:,} rows in {done.parts} parts ({done.rewritten} rewritten)", highlight=False, soft_wrap=True
+    )
+
+
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text())

@@ -72,6 +72,8 @@ def print_summary(console: Console, report: RunReport, engine: str, results: str
     )
     table.add_row("engine", engine)
     table.add_row("manifest", report.manifest or "not written")
+    if t := report.table:
+        table.add_row("table", f"{t.folder} ({t.rows:,} rows; {t.rewritten} of {t.parts} parts rewritten)")
     if report.stopped:
         table.add_row("stopped", report.stopped)
     console.print(table)

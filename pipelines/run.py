@@ -33,6 +33,7 @@ from pipelines.results import RunIdentity, chat_format_id, limits_id, result_key
 from pipelines.skip_index import file_stat, read_index, source_keys, stored_results, write_index
 from pipelines.sources import source_size
 from pipelines.storage import OutputError, Storage, one_line
+from pipelines.table import TableUpdate, update_table
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class RunReport:
     engine_down: str | None = None  # set when no window ran: the engine never started anywhere
     deliveries: dict[str, int] = field(default_factory=lambda: {"rows": 0, "repeated": 0})
     tally: RunTally = field(default_factory=RunTally)  # the inferred windows' output budget, GPU time estimated and held
+    table: TableUpdate | None = None  # the schema's Parquet table, brought up to the results
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -122,7 +124,8 @@ def run_extraction(
             if report.tally.preset:
                 gpus = spec.engine.replicas_for(spec.concurrency) * spec.engine.gpus_per_replica
                 report.tally.held_gpu_s = gpus * (time.time() - graph_started)
-        write_index(out, spec.schema.name, index, known, None if todo else listed)
+        listed = write_index(out, spec.schema.name, index, known, None if todo else listed)
+        report.table = update_table(out, spec.schema, listed)
     except (OutputError, KeyboardInterrupt) as e:
         report.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else one_line(e)
         finished = {o.doc_id for o in report.outcomes}
@@ -282,6 +285,7 @@ def _write_manifest(
         },
         "gpu_time": report.tally.gpu_time(),  # plan's estimate for the windows run, and measured
         "sources_file": out.uri(f"{folder}/sources.jsonl"),
+        "table": asdict(report.table) if report.table else None,
         "ignored": [asdict(s) for s in report.ignored],
     }
     out.write_json(f"{folder}/manifest.json", manifest)

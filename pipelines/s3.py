@@ -169,6 +169,13 @@ class S3Storage:
     def write_json(self, key: str, obj: Any) -> None:
         self._upload(key, io.BytesIO(to_json(obj)), "application/json")
 
+    def read_bytes(self, key: str) -> bytes | None:
+        got = self._get(key)
+        return None if got is None else got[0]
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._upload(key, io.BytesIO(data), "application/octet-stream")
+
     def write_lines(self, key: str, objs: Iterable[Any]) -> None:
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as f:
             json_lines(objs, f)

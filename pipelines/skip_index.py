@@ -88,14 +88,15 @@ def source_keys(
 
 def write_index(
     out: Storage, schema: str, old: dict[str, dict[str, Any]], known: dict[str, dict[str, Any]], listed: dict[str, str] | None
-) -> None:
+) -> dict[str, str]:
     """The index after a run: ``known`` (``{"fingerprint", "status", "source"}`` of the results
     this run wrote or found current), with their versions, and the old entries whose results are
     still at the version they had. ``listed``: the versions now, when the run wrote no result (the
     listing it started with: the lease kept other writers out); None lists them again. Not written
-    when it would not change: an unchanged rerun writes nothing."""
+    when it would not change: an unchanged rerun writes nothing. Returns the versions it used."""
     listed = out.versions(f"{schema}/") if listed is None else listed
     entries = {k: e for k, e in old.items() if k not in known and listed.get(k) == e.get("version")}
     entries |= {k: info | {"version": listed[k]} for k, info in known.items() if k in listed}
     if entries != old:
         out.write_json(index_key(schema), {"format": INDEX_FORMAT, "schema": schema, "entries": entries})
+    return listed

@@ -39,6 +39,12 @@ class Storage(Protocol):
     def write_json(self, key: str, obj: Any) -> None:
         """Atomic; OutputError when it fails."""
 
+    def read_bytes(self, key: str) -> bytes | None:
+        """The stored object's bytes; None when there is none; OutputError as read_json."""
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Atomic; OutputError when it fails."""
+
     def write_lines(self, key: str, objs: Iterable[Any]) -> None:
         """JSON Lines, one object per line, streamed through a temporary file (never whole in
         memory); atomic; OutputError when it fails."""
@@ -98,7 +104,12 @@ class LocalStorage:
             return None
 
     def write_json(self, key: str, obj: Any) -> None:
-        data = to_json(obj)
+        self.write_bytes(key, to_json(obj))
+
+    def read_bytes(self, key: str) -> bytes | None:
+        return self._read(key)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
         self._write(key, lambda f: f.write(data))
 
     def write_lines(self, key: str, objs: Iterable[Any]) -> None:

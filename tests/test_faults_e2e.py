@@ -44,7 +44,7 @@ def start_run(uri: str, env: dict[str, str]) -> subprocess.Popen:
 
 def results(client, uri: str) -> dict[str, dict]:
     prefix = uri.removeprefix(f"s3://{BUCKET}/") + "out/brief/"
-    return {k.removeprefix(prefix): s3_json(client, BUCKET, k) for k in s3_keys(client, BUCKET, prefix)}
+    return {k.removeprefix(prefix): s3_json(client, BUCKET, k) for k in s3_keys(client, BUCKET, prefix) if k.endswith(".json")}
 
 
 def manifests(client, uri: str) -> list[dict]:

@@ -5,6 +5,7 @@ S3 server, local Ray, the embedded model."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -18,6 +19,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import duckdb
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -65,7 +68,7 @@ def corpus(tmp_path: Path, client) -> str:
 
 
 def s3_results(client, prefix: str) -> dict[str, dict]:
-    keys = [k for k in s3_keys(client, BUCKET, prefix + "out/brief/")]
+    keys = [k for k in s3_keys(client, BUCKET, prefix + "out/brief/") if k.endswith(".json")]
     return {k.removeprefix(prefix + "out/brief/"): s3_json(client, BUCKET, k) for k in keys}
 
 
@@ -92,6 +95,13 @@ def test_s3_in_and_out_match_a_local_run(corpus, client, s3, s3_env, local_run):
     [m] = manifests(client, prefix)
     assert m["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0, "not_reached": 0}
     assert {s["source"] for s in m["sources"]} == {uri + "in/notes.md", uri + "in/broken.pdf", uri + "in/tool/"}
+    # The schema's Parquet table, beside the results on S3, holds what they hold.
+    [part] = s3_keys(client, BUCKET, prefix + "out/brief/_table/")
+    parts = pq.read_table(io.BytesIO(client.get_object(Bucket=BUCKET, Key=part)["Body"].read()))  # noqa: F841
+    rows = duckdb.sql("select result_key, status, title from parts order by result_key").fetchall()
+    res = s3_results(client, prefix)
+    assert rows == sorted((f"brief/{k}", r["status"], (r["data"] or {}).get("title")) for k, r in res.items())
+    assert m["table"]["rows"] == 3 and m["table"]["folder"] == f"{uri}out/brief/_table/"
     # The incremental rerun works on S3 as on disk: nothing redone, nothing rewritten.
     etags = {k: client.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in s3_keys(client, BUCKET, prefix + "out/brief/")}
     # (This time the endpoint comes from the flag, not from AWS_ENDPOINT_URL.)

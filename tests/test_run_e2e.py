@@ -10,6 +10,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.clirun import LONGCTX, SMALL, extract, local_manifests, longctx, wait_until
@@ -64,14 +65,20 @@ def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
     # what the windows were allowed, beside what they used; a GPU-time estimate is for vLLM on GPUs only
     assert m1["tokens"]["output_budget"] >= m1["tokens"]["completion"] > 0 and m1["gpu_time"] is None
     assert f"of a {m1['tokens']['output_budget']:,} budget" in proc.stdout
+    # The schema's Parquet table holds what the JSON results hold, a column per field, lists as lists.
+    got = duckdb.sql(f"select result_key, status, title, topics from read_parquet('{out}/brief/_table/*.parquet')")
+    assert sorted(got.fetchall()) == sorted(
+        (f"brief/{k}", r["status"], (r["data"] or {}).get("title"), (r["data"] or {}).get("topics")) for k, r in res.items()
+    )
+    assert "table" in proc.stdout and "3 rows; 1 of 1 parts rewritten" in " ".join(proc.stdout.split())
 
     # A rerun writes nothing, skips everything and never starts Ray (here it could not: its folder is a file).
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "brief").rglob("*.json")}
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "brief").rglob("*.*")}
     (tmp_path / "not-a-folder").write_text("")
     no_ray = {**os.environ, "RAY_TMPDIR": str(tmp_path / "not-a-folder")}
     proc = longctx("run", str(corpus), "--out", str(out), *SMALL, env=no_ray)
     assert proc.returncode == 0, proc.stderr
-    assert {p: p.stat().st_mtime_ns for p in (out / "brief").rglob("*.json")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in (out / "brief").rglob("*.*")} == stamps
     assert manifests(out)[-1]["counts"] == {"ok": 0, "partial": 0, "failed": 0, "skipped": 3, "not_reached": 0}
     # The summary's wall time is the command's (imports and listing included), not the empty run's alone.
     [wall, run] = re.findall(r"wall time\s+([\d.]+) s \(the command so far; the run ([\d.]+) s\)", proc.stdout)[0]
@@ -83,7 +90,7 @@ def test_run_rerun_change_and_retry(corpus: Path, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert manifests(out)[-1]["counts"] == {"ok": 1, "partial": 0, "failed": 0, "skipped": 2, "not_reached": 0}
     changed = [p for p in stamps if p.stat().st_mtime_ns != stamps[p]]
-    assert [p.name for p in changed] == ["notes.md.json"]
+    assert sorted(p.name for p in changed) == ["notes.md.json", "part-00000.parquet"]  # the result, and its row
 
     # --retry-failed redoes the failed one only.
     proc = longctx("run", str(corpus), "--out", str(out), *SMALL, "--retry-failed")
