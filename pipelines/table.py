@@ -165,10 +165,10 @@ def update_table(out: Storage, spec: SchemaSpec, listed: dict[str, str]) -> Tabl
     schema = table_schema(spec)
     schema_id = hashlib.sha256(schema.to_string().encode()).hexdigest()[:16]
     state = out.read_json(state_key(spec.name))
-    ok = isinstance(state, dict) and state.get("format") == TABLE_FORMAT and state.get("schema_id") == schema_id
-    before = state.get("parts", []) if ok else []
+    before = state.get("parts", []) if isinstance(state, dict) and state.get("format") == TABLE_FORMAT else []
+    # Never fewer parts than before: every old part file is rewritten, none left holding stale rows.
     parts = max(len(before), _parts_for(len(listed)))
-    if parts != len(before):  # a new table, or more parts: every row moves
+    if parts != len(before) or state.get("schema_id") != schema_id:  # more parts, or other columns: all rewritten
         before = []
     by_part: list[dict[str, str]] = [{} for _ in range(parts)]
     for key, version in listed.items():

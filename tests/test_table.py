@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from pyarrow.fs import S3FileSystem
 
@@ -131,3 +132,15 @@ def test_the_table_command_builds_a_table_for_an_older_output(tmp_path: Path):
 
     bad = longctx("table", str(tmp_path / "out"), "--schema", "nonsense")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_changed_schema_rewrites_every_part_and_leaves_none_stale(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(table_mod, "ROWS_PER_PART", 2)
+    out = LocalStorage(tmp_path)
+    assert update_table(out, builtin_schema("paper"), fill(out, 6)).parts == 4
+    narrower = SchemaSpec("paper", "", {"type": "object", "properties": {"title": {"type": "string"}}}, validate=json.loads)
+    monkeypatch.setattr(table_mod, "ROWS_PER_PART", 100)  # would need one part now
+    done = update_table(out, narrower, out.versions("paper/"))
+    assert (done.parts, done.rewritten, done.rows) == (4, 4, 6)
+    columns = {tuple(pq.read_schema(p).names) for p in tmp_path.glob("paper/_table/*.parquet")}
+    assert columns == {(*table_mod.META_COLUMNS.names, "title")}
