@@ -194,11 +194,13 @@ EXTRAPOLATE_TO = 100_000  # the nightly batch of issue 14, too big for a 2-core 
 
 def extrapolate(a: dict, b: dict, n: int) -> dict:
     """A row for ``n`` documents, not measured: each figure on the line through the two
-    largest sizes measured (a fixed cost plus a cost per document), marked as such."""
+    largest sizes measured (a fixed cost plus a cost per document), marked as such. None falls
+    below its figure at the larger size: a line through two noisy measures of a fixed cost
+    can slope down, and no cost shrinks as the documents grow."""
 
     def line(key: str) -> float:
         slope = (b[key] - a[key]) / (b["documents"] - a["documents"])
-        return b[key] + slope * (n - b["documents"])
+        return max(b[key], b[key] + slope * (n - b["documents"]))
 
     first = line("first_run_s")
     return {
