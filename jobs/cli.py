@@ -371,6 +371,8 @@ def table_command(
             done = update_table(store, spec, store.versions(f"{spec.name}/"))
     except (SchemaError, StorageError, LeaseHeld, OutputError) as e:
         raise fail(str(e)) from None
+    if done is None:
+        raise fail(f"no {spec.name} results under {out_dir}: no table written")
     out.print(
         f"{done.folder}: {done.rows:,} rows in {done.parts} parts ({done.rewritten} rewritten)", highlight=False, soft_wrap=True
     )

@@ -158,14 +158,17 @@ class TableUpdate:
     read: int  # results read to write them
 
 
-def update_table(out: Storage, spec: SchemaSpec, listed: dict[str, str]) -> TableUpdate:
+def update_table(out: Storage, spec: SchemaSpec, listed: dict[str, str]) -> TableUpdate | None:
     """Bring ``<schema>/_table/`` up to the results ``listed`` (result key → version, one
     listing of ``<schema>/``): rewrite the parts whose keys or versions changed, reading only
-    the results whose rows they do not already hold."""
+    the results whose rows they do not already hold. None, writing nothing, when there are
+    neither results nor a table."""
     schema = table_schema(spec)
     schema_id = hashlib.sha256(schema.to_string().encode()).hexdigest()[:16]
     state = out.read_json(state_key(spec.name))
     before = state.get("parts", []) if isinstance(state, dict) and state.get("format") == TABLE_FORMAT else []
+    if not listed and not before:
+        return None
     # Never fewer parts than before: every old part file is rewritten, none left holding stale rows.
     parts = max(len(before), _parts_for(len(listed)))
     if parts != len(before) or state.get("schema_id") != schema_id:  # more parts, or other columns: all rewritten

@@ -115,11 +115,14 @@ def test_update_on_the_loopback_s3_server(s3):
 
 
 @pytest.mark.parametrize("name", ["paper", "contract", "repo"])
-def test_every_builtin_schema_has_a_table_schema_and_empty_tables_are_valid(tmp_path: Path, name: str):
-    out = LocalStorage(tmp_path)
-    done = update_table(out, builtin_schema(name), {})
-    assert (done.rows, done.parts, done.rewritten) == (0, 1, 1)
-    assert query(str(tmp_path / name / "_table/*.parquet"), "select count(*) from TABLE") == [(0,)]
+def test_every_builtin_schema_has_a_table_schema_and_no_results_make_no_table(tmp_path: Path, name: str):
+    out = LocalStorage(tmp_path / "out")
+    assert update_table(out, builtin_schema(name), {}) is None and not (tmp_path / "out").exists()
+    out.write_json(f"{name}/a.json", {"status": "failed", "reason": "corrupt PDF", "data": None})
+    done = update_table(out, builtin_schema(name), out.versions(f"{name}/"))
+    assert done and (done.rows, done.parts, done.rewritten) == (1, 1, 1)
+    parts = str(tmp_path / "out" / name / "_table/*.parquet")
+    assert query(parts, "select status, reason from TABLE") == [("failed", "corrupt PDF")]
 
 
 def test_the_table_command_builds_a_table_for_an_older_output(tmp_path: Path):
@@ -130,8 +133,10 @@ def test_the_table_command_builds_a_table_for_an_older_output(tmp_path: Path):
     assert f"{tmp_path / 'out/paper/_table'}: 3 rows in 1 parts (1 rewritten)" in " ".join(proc.stdout.split())
     assert query(str(tmp_path / "out/paper/_table/*.parquet"), "select count(*) from TABLE") == [(3,)]
 
-    bad = longctx("table", str(tmp_path / "out"), "--schema", "nonsense")
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+    for args in (["--schema", "nonsense"], ["--schema", "repo"]):  # not a schema; no results of that schema
+        bad = longctx("table", str(tmp_path / "out"), *args)
+        assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+    assert "no repo results under" in bad.stderr
 
 
 def test_a_changed_schema_rewrites_every_part_and_leaves_none_stale(tmp_path: Path, monkeypatch):
