@@ -367,6 +367,8 @@ def table_command(
     try:
         spec = resolve_schema(schema)
         store = open_storage(out_dir, s3_endpoint_url)
+        if not store.versions(f"{spec.name}/"):  # checked before the lease: a mistyped path gets no _runs/ folder
+            raise fail(f"no {spec.name} results under {out_dir}: no table written")
         with hold_output(store, ttl_s=600, wait_s=0):  # a run writing the same results would race the table
             done = update_table(store, spec, store.versions(f"{spec.name}/"))
     except (SchemaError, StorageError, LeaseHeld, OutputError) as e:

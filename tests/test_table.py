@@ -137,6 +137,8 @@ def test_the_table_command_builds_a_table_for_an_older_output(tmp_path: Path):
         bad = longctx("table", str(tmp_path / "out"), *args)
         assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
     assert "no repo results under" in bad.stderr
+    missing = longctx("table", str(tmp_path / "typo"), "--schema", "paper")
+    assert missing.returncode == 2 and not (tmp_path / "typo").exists()  # a mistyped path leaves nothing behind
 
 
 def test_a_changed_schema_rewrites_every_part_and_leaves_none_stale(tmp_path: Path, monkeypatch):
