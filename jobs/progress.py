@@ -65,6 +65,11 @@ def print_summary(console: Console, report: RunReport, engine: str, results: str
     completion = f"{sum(o.completion_tokens for o in report.outcomes):,}"
     budget = report.tally.output_budget
     table.add_row("completion tokens", f"{completion} of a {budget:,} budget" if budget else completion)
+    if e := report.evidence():
+        table.add_row(
+            "evidence",
+            f"{e['verified']:,} values verified in the source, {e['unverified']:,} not found, {e['missing']:,} unquoted",
+        )
     if gpu := report.tally.gpu_time():
         table.add_row("GPU time", gpu_time_line(gpu))
     table.add_row(

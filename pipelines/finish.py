@@ -20,6 +20,8 @@ from pipelines.results import RunIdentity, document_result
 from pipelines.storage import OutputError, Storage, one_line
 from schemas import SchemaSpec
 
+EVIDENCE_COUNTS = ("verified", "unverified", "missing")
+
 
 @dataclass
 class DocOutcome:
@@ -30,6 +32,7 @@ class DocOutcome:
     result: str  # the result's location
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    evidence: dict[str, int] | None = None  # values verified, unverified, missing (a schema that asks evidence)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Writer:
             source=doc["source"], doc_id=doc["doc_id"], status=result["status"], reason=result["reason"],
             result=self.out.uri(doc["result_key"]), prompt_tokens=sum(r["prompt_tokens"] for r in rows),
             completion_tokens=sum(r["completion_tokens"] for r in rows),
+            evidence={k: result["evidence"][k] for k in EVIDENCE_COUNTS} if result["evidence"] else None,
         )  # fmt: skip
         return outcome, {"fingerprint": result["fingerprint"], "status": result["status"]}
 
@@ -72,5 +76,5 @@ def finish_documents(batch: pa.Table, writer: Writer) -> pa.Table:
             r["outcome"] = json.dumps({"outcome": asdict(outcome), "entry": entry})
         except OutputError as e:
             r["outcome"] = json.dumps({"write_error": one_line(e)})
-        r.update(units="[]", doc="{}", data=None, raw=None)  # done: only the outcome and the counts travel on
+        r.update(units="[]", doc="{}", data=None, evidence=None, raw=None)  # done: only the outcome and the counts travel on
     return pa.Table.from_pylist(rows, schema=batch.schema.append(pa.field("outcome", pa.string())))

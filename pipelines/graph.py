@@ -13,7 +13,9 @@ finishes documents.
 Gathering a long document's windows on the driver instead of a groupby avoids
 Ray's hash shuffle, which costs 4-18 s on a small machine (DESIGN, measured);
 the driver holds only the small completions of documents still in flight.
-Rows carry token ids as packed int32 bytes, never document text.
+Rows carry token ids as packed int32 bytes and, for a schema that asks for
+evidence, the window's document text (``texts``), which the infer stage checks
+the quotes against and then drops.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pipelines.packer import PackSettings
 from pipelines.plan import load_and_pack
 from pipelines.records import SourceRef
 from schemas import SchemaSpec
+from schemas.evidence import evidence_fields
 
 
 @dataclass(frozen=True)
@@ -58,18 +61,25 @@ def parse_and_pack(item: dict[str, Any], spec: GraphSpec) -> list[dict[str, Any]
         "reason": doc.reason, "skipped": [asdict(s) for s in doc.skipped], "source_key": item["source_key"],
         "masked": doc.meta.get("masked", []), "result_key": item.get("result_key"),
     }  # fmt: skip
-    if plan.packed is not None:
-        return [_row(doc.doc_id, info, w.index, w.count, w.units, w.prompt_ids, w.max_output_tokens) for w in plan.packed.windows]
-    return [_row(doc.doc_id, info, -1, 0, [], [], 0)]  # a failed document still reaches the driver
+    if plan.packed is None:
+        return [_row(doc.doc_id, info, -1, 0, [], [], [], 0)]  # a failed document still reaches the driver
+    cited = bool(evidence_fields(spec.schema.json_schema))  # its quotes are looked up in the window's text
+    return [
+        _row(doc.doc_id, info, w.index, w.count, w.units, w.spans if cited else [], w.prompt_ids, w.max_output_tokens)
+        for w in plan.packed.windows
+    ]
 
 
-def _row(doc_id: str, info: dict, window: int, windows: int, units: list, ids: list[int], max_tokens: int) -> dict[str, Any]:
+def _row(
+    doc_id: str, info: dict, window: int, windows: int, units: list, spans: list, ids: list[int], max_tokens: int
+) -> dict[str, Any]:
     return {
         "request_id": f"{doc_id}:{window}",
         "doc_id": doc_id,
         "window": window,
         "windows": windows,
         "units": json.dumps(units),
+        "texts": json.dumps([s.to_row() for s in spans], ensure_ascii=False),
         "prompt": array("i", ids).tobytes(),
         "prompt_tokens": len(ids),
         "max_tokens": max_tokens,

@@ -10,19 +10,21 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.engines.base import Completion, Engine, Request
+from pipelines.evidence import check_quotes, spans_from_row
 from schemas import SchemaSpec
 
 RETRY_BUDGET_FACTOR = 2
 
 
 def infer_windows(engine: Engine, schema: SchemaSpec, max_model_len: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each window row gains: data (validated JSON text or None), error, raw,
-    finish_reason, completion_tokens, attempts. Rows of documents that failed
-    before inference (window == -1) pass through unchanged."""
+    """Each window row gains: data (validated JSON text or None), evidence (its quotes,
+    checked against the window's text), error, raw, finish_reason, completion_tokens,
+    attempts. Rows of documents that failed before inference (window == -1) pass through
+    unchanged."""
     out = [dict(r) for r in rows]
     todo = [r for r in out if r["window"] >= 0]
     requests = {
-        r["request_id"]: Request(r["request_id"], list(r["prompt_ids"]), schema.json_schema, r["max_tokens"]) for r in todo
+        r["request_id"]: Request(r["request_id"], list(r["prompt_ids"]), schema.decode_schema, r["max_tokens"]) for r in todo
     }
     first = dict(zip(requests, engine.generate(list(requests.values())), strict=True))  # one per request
     retry = {}
@@ -31,7 +33,7 @@ def infer_windows(engine: Engine, schema: SchemaSpec, max_model_len: int, rows: 
         if r["error"] and first[r["request_id"]].finish_reason != "error":
             bigger = larger_budget(max_model_len, len(r["prompt_ids"]), r["max_tokens"])
             if bigger > r["max_tokens"]:  # greedy decoding: the same budget gives the same text
-                retry[r["request_id"]] = Request(r["request_id"], list(r["prompt_ids"]), schema.json_schema, bigger)
+                retry[r["request_id"]] = Request(r["request_id"], list(r["prompt_ids"]), schema.decode_schema, bigger)
             else:
                 r["error"] += f" (no room in max_model_len={max_model_len} for a larger output budget)"
     if retry:
@@ -59,20 +61,24 @@ def larger_budget(max_model_len: int, prompt_tokens: int, max_tokens: int) -> in
 
 
 def record_completion(row: dict[str, Any], c: Completion, schema: SchemaSpec | None, attempt: int) -> None:
-    """Sets the row's data (validated JSON text) or error, with the raw text of a failure
-    (``schema`` None: an error completion, nothing to validate)."""
+    """Sets the row's data (validated JSON text) and its evidence (JSON: the quotes, each
+    looked up in the row's ``texts``), or error, with the raw text of a failure (``schema``
+    None: an error completion, nothing to validate)."""
     row["attempts"] = attempt
     row["finish_reason"] = c.finish_reason
     row["completion_tokens"] = c.completion_tokens
     row["constrained"], row["tokens_estimated"] = c.constrained, c.tokens_estimated
-    row["data"], row["error"], row["raw"] = None, None, None
+    row["data"], row["evidence"], row["error"], row["raw"] = None, None, None, None
     if c.finish_reason == "error":
         row["error"] = f"engine error: {c.error}"
     elif c.finish_reason == "length":
         row["error"] = f"output hit max_tokens ({c.completion_tokens} tokens) before the JSON closed"
     else:
         try:
-            row["data"] = json.dumps(schema.validate(c.text), ensure_ascii=False)
+            data, quotes = schema.parse(c.text)
+            row["data"] = json.dumps(data, ensure_ascii=False)
+            if quotes:
+                row["evidence"] = json.dumps(check_quotes(quotes, spans_from_row(row.get("texts"))), ensure_ascii=False)
         except ValueError as e:
             row["error"] = f"invalid JSON for schema '{schema.name}': {str(e).splitlines()[0][:300]}"
     if row["error"]:
@@ -81,9 +87,10 @@ def record_completion(row: dict[str, Any], c: Completion, schema: SchemaSpec | N
 
 def out_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Inferred window rows as the graph's output: rows of failed documents get the
-    empty inference columns; other columns (token ids, engine extras) are dropped."""
+    empty inference columns; other columns (token ids, the window's text, engine extras)
+    are dropped."""
     for r in rows:
-        for key, empty in (("data", None), ("error", None), ("raw", None), ("finish_reason", None)):
+        for key, empty in (("data", None), ("evidence", None), ("error", None), ("raw", None), ("finish_reason", None)):
             r.setdefault(key, empty)
         r.setdefault("completion_tokens", 0)
         r.setdefault("attempts", 0)
@@ -95,6 +102,7 @@ def out_table(rows: list[dict[str, Any]]) -> pa.Table:
 OUT_SCHEMA = pa.schema([
     ("request_id", pa.string()), ("doc_id", pa.string()), ("window", pa.int64()), ("windows", pa.int64()),
     ("units", pa.string()), ("prompt_tokens", pa.int64()), ("max_tokens", pa.int64()), ("doc", pa.string()),
-    ("data", pa.string()), ("error", pa.string()), ("raw", pa.string()), ("finish_reason", pa.string()),
+    ("data", pa.string()), ("evidence", pa.string()), ("error", pa.string()), ("raw", pa.string()),
+    ("finish_reason", pa.string()),
     ("completion_tokens", pa.int64()), ("attempts", pa.int64()), ("constrained", pa.bool_()), ("tokens_estimated", pa.bool_()),
 ])  # fmt: skip

@@ -17,6 +17,7 @@ from itertools import pairwise
 
 from pipelines import prompt
 from pipelines.chat import ChatFormat
+from pipelines.evidence import Span
 from pipelines.partition import balanced_partition
 from pipelines.records import Document
 from schemas import SchemaSpec
@@ -51,6 +52,7 @@ class Segment:
     ref: int | str
     text: str
     ids: list[int]
+    body: Span  # the unit's text in it, where it is in the unit (for evidence)
 
 
 @dataclass(slots=True)
@@ -60,6 +62,7 @@ class Window:
     index: int  # 0-based
     count: int
     units: list[int | str]  # pages or file paths, in order, each once
+    spans: list[Span]  # the document text in it, by unit, with offsets into each unit's text
     prompt_ids: list[int]
     prompt_text: str = field(repr=False)
     document_tokens: int  # tokens of the document's own units in this window
@@ -124,6 +127,7 @@ def pack_document(doc: Document, schema: SchemaSpec, chat: ChatFormat, settings:
                 index=k,
                 count=len(ranges),
                 units=refs,
+                spans=[s.body for s in segs],
                 prompt_ids=ids,
                 prompt_text=chat.render(prompt.SYSTEM, "".join([head, *(s.text for s in segs), tail])),
                 document_tokens=sum(sizes[r.start : r.stop]),
@@ -159,14 +163,17 @@ def _segments(doc: Document, encode: Encode, budget: int) -> list[Segment]:
         text = prompt.unit_header(doc, unit.ref) + (body + "\n" if body else "")
         ids = encode(text)
         if len(ids) <= budget:
-            out.append(Segment(unit.ref, text, ids))
+            out.append(Segment(unit.ref, text, ids, Span.within(unit, body, 0)))
             continue
         # Oversized: cut the body so that each piece with its (longest) header fits.
         header = len(encode(prompt.unit_header(doc, unit.ref, 99_999, 99_999)))
         pieces = cut_text(body, budget - header, encode)
+        at = 0
         for p, piece in enumerate(pieces):
             text = prompt.unit_header(doc, unit.ref, p, len(pieces)) + piece + "\n"
-            out.append(Segment(unit.ref, text, encode(text)))
+            span = Span.within(unit, piece, at)  # pieces are the unit's text in order, stripped at the cuts
+            at = span.start + len(piece)
+            out.append(Segment(unit.ref, text, encode(text), span))
     return out
 
 

@@ -89,7 +89,7 @@ def document_tail(tag: str) -> str:
 
 
 def task(schema: SchemaSpec, tag: str) -> str:
-    schema_json = json.dumps(schema.json_schema, separators=(",", ":"), ensure_ascii=False)
+    schema_json = json.dumps(schema.decode_schema, separators=(",", ":"), ensure_ascii=False)
     return (
         f"The document above lies between BEGIN DOCUMENT {tag} and END DOCUMENT {tag}. "
         f"If it came in parts, read only this part.\n"

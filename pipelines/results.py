@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.chat import ChatFormat
+from pipelines.evidence import result_evidence
 from pipelines.ingest.limits import IngestLimits
 from pipelines.merge import merge_extractions
 from pipelines.records import SourceRef
@@ -101,7 +102,9 @@ def document_result(
     """One result per document: merged data, status, windows and errors.
 
     ``doc``: source, doc_id, rel_path, status, reason, skipped, masked, source_key.
-    ``windows``: the infer stage's rows for this document, any order.
+    ``windows``: the infer stage's rows for this document, any order. A schema that asks
+    evidence gets ``evidence`` (``pipelines/evidence.py``): each value's checked quotes, kept
+    through the merge, and how many values verified.
     """
     windows = sorted(windows, key=lambda w: w["window"])
     errors: list[dict[str, Any]] = []
@@ -111,6 +114,7 @@ def document_result(
         if w["error"]:
             errors.append({"stage": "extract", "window": w["window"], "error": w["error"], "raw": w["raw"]})
     good = [(w["window"], json.loads(w["data"])) for w in windows if w["data"] is not None]
+    quoted = [(w["window"], w.get("evidence")) for w in windows if w["data"] is not None]
     data, conflicts = None, []
     if good:
         merged = merge_extractions(json_schema, good)
@@ -140,6 +144,7 @@ def document_result(
         "reason": _reason(doc, errors) if status != "ok" else None,
         "data": data,
         "conflicts": conflicts,
+        "evidence": result_evidence(json_schema, data, quoted),
         "windows": [
             {k: w[k] for k in ("window", "units", "prompt_tokens", "completion_tokens", "finish_reason", "attempts")}
             | {"constrained": w.get("constrained", True), "tokens_estimated": w.get("tokens_estimated", False)}

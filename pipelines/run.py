@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.cost import RunTally, engine_preset
-from pipelines.finish import DocOutcome, Writer
+from pipelines.finish import EVIDENCE_COUNTS, DocOutcome, Writer
 from pipelines.graph import ENGINE_DOWN, GraphSpec, run_graph
 from pipelines.lease import Lease
 from pipelines.prompt import PROMPT_VERSION
@@ -40,6 +40,9 @@ from pipelines.table import TableUpdate, update_table
 class RunOptions:
     retry_failed: bool = False  # also redo documents whose stored result failed
     label: str | None = None  # prefix of the run id (and so of its manifest's folder), e.g. "nightly"
+    # Whether the user asked to stop (a Ctrl-C noted by the CLI), checked after each document: the
+    # KeyboardInterrupt itself can be lost on its way through a library (once in CI: the run went on).
+    interrupted: Callable[[], bool] = lambda: False
 
 
 STATUSES = ("ok", "partial", "failed", "skipped", "not_reached")
@@ -63,6 +66,11 @@ class RunReport:
         for o in self.outcomes:
             counts[o.status] += 1
         return counts
+
+    def evidence(self) -> dict[str, int] | None:
+        """The values of this run's results by their evidence; None when none was asked."""
+        done = [o.evidence for o in self.outcomes if o.evidence is not None]
+        return {k: sum(e[k] for e in done) for k in EVIDENCE_COUNTS} if done else None
 
 
 class RunStopped(RuntimeError):
@@ -120,7 +128,7 @@ def run_extraction(
         if todo:
             start()
             graph_started = time.time()
-            _run_graph(todo, spec, ident, out, lease, report, progress, known)
+            _run_graph(todo, spec, ident, out, lease, report, progress, known, options.interrupted)
             if report.tally.preset:
                 gpus = spec.engine.replicas_for(spec.concurrency) * spec.engine.gpus_per_replica
                 report.tally.held_gpu_s = gpus * (time.time() - graph_started)
@@ -198,6 +206,7 @@ def _run_graph(
     report: RunReport,
     progress: Progress,
     known: dict[str, dict[str, Any]],
+    interrupted: Callable[[], bool],
 ) -> None:
     """Gather each document's outcome as soon as it is written: in the graph for one-window
     documents, here for longer ones, whose windows are merged and written as soon as all are in."""
@@ -227,6 +236,8 @@ def _run_graph(
         known[task["result_key"]] = entry | task["source"]
         report.outcomes.append(outcome)
         progress("document", {"outcome": outcome})
+        if interrupted():
+            raise KeyboardInterrupt
     if inferred and len(down) == inferred:
         report.engine_down = down[0]
 
@@ -283,6 +294,7 @@ def _write_manifest(
             "completion": sum(o.completion_tokens for o in report.outcomes),
             "output_budget": report.tally.output_budget,  # what the windows inferred were allowed
         },
+        "evidence": report.evidence(),  # values of this run's results: quote verified, not found, none given
         "gpu_time": report.tally.gpu_time(),  # plan's estimate for the windows run, and measured
         "sources_file": out.uri(f"{folder}/sources.jsonl"),
         "table": asdict(report.table) if report.table else None,

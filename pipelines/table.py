@@ -45,6 +45,8 @@ META_COLUMNS = pa.schema(
         ("windows", pa.int64()),
         ("prompt_tokens", pa.int64()),
         ("completion_tokens", pa.int64()),
+        ("evidence_verified", pa.int64()),  # values whose quote was found in the source (null: none asked)
+        ("evidence_unverified", pa.int64()),  # values whose quote was not found, or that had none
     ]
 )
 
@@ -122,12 +124,15 @@ def conform(value: Any, kind: pa.DataType) -> Any:
 def table_row(key: str, result: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
     """A stored result → its row (a column the result lacks is null)."""
     windows = result.get("windows") or []
+    evidence = result.get("evidence") if isinstance(result.get("evidence"), dict) else {}
     row = {
         "result_key": key,
         **{k: result.get(k) for k in ("source", "doc_id", "status", "reason", "fingerprint", "model", "schema_hash")},
         "windows": len(windows),
         "prompt_tokens": sum(w.get("prompt_tokens") or 0 for w in windows),
         "completion_tokens": sum(w.get("completion_tokens") or 0 for w in windows),
+        "evidence_verified": evidence.get("verified"),
+        "evidence_unverified": None if not evidence else evidence.get("unverified", 0) + evidence.get("missing", 0),
     }
     data = result.get("data") if isinstance(result.get("data"), dict) else {}
     fields = schema.names[len(META_COLUMNS) :]

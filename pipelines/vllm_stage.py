@@ -5,9 +5,11 @@ engine's settings are ``pipelines/engines/vllm.py``.
 Rows in. The packer's token ids go in as ``tokenized_prompt``, with the
 processor's chat-template, tokenize and detokenize stages off: what the GPU
 sees is exactly what was counted, and document text never becomes a control
-token (DESIGN 5). Rows carry no document text, and lose their packed ids
-before the processor and vLLM's returned prompt ids after it (a 128K prompt
-is about a megabyte per row). Each row's ``sampling_params``: ``max_tokens``
+token (DESIGN 5). Rows lose their packed ids before the processor and vLLM's
+returned prompt ids after it (a 128K prompt is about a megabyte per row); for
+a schema that asks evidence they carry the window's text (``texts``), which
+the quotes are checked against as each output is recorded, and which the
+graph's output rows no longer hold. Each row's ``sampling_params``: ``max_tokens``
 (vLLM's default is 16), ``temperature`` 0, the chat format's end-of-turn ids as
 ``stop_token_ids``, and the JSON schema, as text, under ``structured_outputs``
 (``{"json": ..., "disable_any_whitespace": true}``: the keys of vLLM's
@@ -58,7 +60,7 @@ ERROR_COLUMN = "__inference_error__"
 KEY_COLUMN = "window_key"  # our request id: vLLM's stage writes its own int "request_id"
 STOP_COLUMN = "stop_ids"  # the request's stop token ids (the stage pops sampling_params), for its finish reason
 NOT_SENT = "not sent: the document failed before inference"
-_CARRIED = ("doc_id", "window", "windows", "units", "prompt_tokens", "max_tokens", "doc")
+_CARRIED = ("doc_id", "window", "windows", "units", "texts", "prompt_tokens", "max_tokens", "doc")
 
 
 def infer(ds, spec):
@@ -82,7 +84,7 @@ def through(ds, processor, schema, max_model_len: int, stop_ids: Sequence[int]):
     """Window rows → the processor → the graph's output rows. The processor's
     postprocess (``result_row``) sees successful rows only; rows with an error
     come out as they were, and the last map turns them into window rows."""
-    schema_json = json.dumps(schema.json_schema, separators=(",", ":"))  # property order is the output's order
+    schema_json = json.dumps(schema.decode_schema, separators=(",", ":"))  # property order is the output's order
     ds = ds.map(partial(to_vllm_row, schema_json=schema_json, max_model_len=max_model_len, stop_ids=list(stop_ids)))
     ds = processor(ds)
     return ds.map_batches(partial(finish_batch, schema=schema), batch_format="pyarrow", batch_size=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.fields import Items, Text
+from schemas.fields import Cited, Items, Text
 
 
 class Party(BaseModel):
@@ -29,12 +29,12 @@ class Contract(BaseModel):
 
     title: Text(200) | None
     contract_type: Text(60) | None = Field(description="e.g. NDA, license, employment, services")
-    parties: Items(Party, 6)
-    effective_date: Text(40) | None = Field(description="As written, or ISO 8601 if unambiguous")
-    term: Text(200) | None = Field(description="Duration and renewal")
-    governing_law: Text(80) | None
+    parties: Items(Party, 6) = Cited()
+    effective_date: Text(40) | None = Cited("As written, or ISO 8601 if unambiguous")
+    term: Text(200) | None = Cited("Duration and renewal")
+    governing_law: Text(80) | None = Cited()
     payment_terms: Text(300) | None
     obligations: Items(Obligation, 8)
     termination: Text(300) | None = Field(description="How and when it can be terminated")
-    liability_cap: Text(200) | None
+    liability_cap: Text(200) | None = Cited()
     risks: Items(Text(200), 5) = Field(description="Unusual or one-sided terms a reviewer should see")

@@ -29,14 +29,16 @@ def evidence_fields(schema: dict[str, Any]) -> list[str]:
 
 def with_evidence(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema the model decodes against: each marked field's values wrapped with a quote
-    and its place. A schema without marked fields is returned as it is."""
+    and its place, the marks themselves left out (a decoder need not know our keyword). A
+    schema without marked fields is returned as it is."""
     fields = evidence_fields(schema)
     if not fields:
         return schema
     wrapped = copy.deepcopy(schema)
     for name in fields:
         node = wrapped["properties"][name]
-        keep = {k: node.pop(k) for k in ("description", EVIDENCE) if k in node}
+        del node[EVIDENCE]
+        keep = {k: node.pop(k) for k in ("description",) if k in node}
         wrapped["properties"][name] = _wrap(node) | keep
     return wrapped
 
@@ -56,8 +58,9 @@ def _wrap(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def split_evidence(data: dict[str, Any], schema: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Wrapped data → (the data the user's schema describes, one record per quoted value:
-    ``{"field", "index" (in a list, else None), "value", "quote", "where"}``)."""
+    """Wrapped data (decoded against ``with_evidence(schema)``) → (the data ``schema`` describes,
+    one record per quoted value: ``{"field", "index" (in a list, else None), "value", "quote",
+    "where"}``)."""
     data = dict(data)
     quotes: list[dict[str, Any]] = []
     for name in evidence_fields(schema):

@@ -6,12 +6,14 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel
 
 from schemas.bounds import max_output_tokens
 from schemas.contract import Contract
+from schemas.evidence import split_evidence, with_evidence
 from schemas.paper import Paper
 from schemas.repo import Repo
 
@@ -20,8 +22,10 @@ from schemas.repo import Repo
 class SchemaSpec:
     """A named JSON schema with its validator and derived output budget.
 
-    ``validate`` takes the model's JSON text and returns the validated data, or
-    raises ValueError (pydantic's ValidationError is one).
+    ``validate`` takes JSON text of the schema's data and returns the validated data, or
+    raises ValueError (pydantic's ValidationError is one). The model decodes against
+    ``decode_schema``, which asks evidence for the fields marked for it (``schemas/evidence.py``);
+    ``parse`` takes its output apart and validates the data.
     """
 
     name: str
@@ -34,9 +38,22 @@ class SchemaSpec:
         canonical = json.dumps(self.json_schema, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+    @cached_property
+    def decode_schema(self) -> dict[str, Any]:
+        return with_evidence(self.json_schema)
+
     @property
     def max_output_tokens(self) -> int:
-        return max_output_tokens(self.json_schema)
+        return max_output_tokens(self.decode_schema)
+
+    def parse(self, text: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The model's JSON text (of ``decode_schema``) → (the validated data, the quotes given
+        as evidence). ValueError when it is not JSON or does not validate."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        plain, quotes = split_evidence(data, self.json_schema)
+        return self.validate(json.dumps(plain)), quotes
 
     @classmethod
     def from_model(cls, model: type[BaseModel], name: str | None = None) -> SchemaSpec:

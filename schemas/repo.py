@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.fields import Items, Text
+from schemas.fields import Cited, Items, Text
 
 
 class Component(BaseModel):
@@ -28,10 +28,10 @@ class Repo(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="repo")
 
-    name: Text(80) | None
+    name: Text(80) | None = Cited()
     purpose: Text(600) = Field(description="What the code does and for whom")
     languages: Items(Text(30), 6)
     components: Items(Component, 8)
-    entry_points: Items(EntryPoint, 6)
+    entry_points: Items(EntryPoint, 6) = Cited()
     dependencies: Items(Text(60), 15) = Field(description="Main external libraries and services")
     risks: Items(Text(200), 5) = Field(description="Security, correctness or maintenance concerns")

@@ -197,7 +197,8 @@ def test_rows_in_of_failed_documents_have_the_column_types_of_windows(tmp_path):
 def out_row(generated: list[int], text: str, budget: int = 100, max_tokens: int = 50, error: str = "") -> dict:
     """A row as Ray 2.60's vLLM stage returns it: our columns, less the two it pops, plus its outputs."""
     ours = {S.KEY_COLUMN: "d:0", "doc_id": "d", "window": 0, "windows": 1, "units": "[1]", "prompt_tokens": 900,
-            "max_tokens": max_tokens, "doc": "{}", "output_budget": budget, S.STOP_COLUMN: STOP,
+            "texts": json.dumps([["README.md", 0, 1, "# tinykv\nA small store.\n"]]), "max_tokens": max_tokens,
+            "doc": "{}", "output_budget": budget, S.STOP_COLUMN: STOP,
             "prompt_digest": S.ids_digest([1] * 900)}  # fmt: skip
     vllm = VLLM_OUTPUT | {"prompt_token_ids": None if error else [1] * 900, "num_input_tokens": 0 if error else 900,
                           "generated_tokens": generated, "generated_text": text,
@@ -210,8 +211,13 @@ def test_valid_output_becomes_data_and_drops_vllm_columns():
     r = S.result_row(out_row([5] * 20 + [EOT], GOOD), SCHEMA)
     assert r["error"] is None and r["finish_reason"] == "stop" and r["attempts"] == 1 and r["completion_tokens"] == 21
     assert json.loads(r["data"])["purpose"] == "p" and r["raw"] is None
-    assert set(r) == {S.KEY_COLUMN, *S._CARRIED, "data", "error", "raw", "finish_reason", "completion_tokens", "attempts",
-                      "constrained", "tokens_estimated"}  # fmt: skip
+    assert set(r) == {S.KEY_COLUMN, *S._CARRIED, "data", "evidence", "error", "raw", "finish_reason", "completion_tokens",
+                      "attempts", "constrained", "tokens_estimated"}  # fmt: skip
+    # A quoted value: the quote is looked up in the window's text, which the row carried.
+    quoted = json.loads(GOOD) | {"name": {"value": "tinykv", "quote": "# tinykv", "where": "README.md:1"}}
+    r = S.result_row(out_row([5] * 20 + [EOT], json.dumps(quoted)), SCHEMA)
+    [e] = json.loads(r["evidence"])
+    assert json.loads(r["data"])["name"] == "tinykv" and e["verified"] and e["found"] == "README.md:1-1"
 
 
 def test_finish_reason_is_vllms_rule():

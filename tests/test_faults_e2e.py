@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
+import time
 import uuid
 
 import pytest
@@ -188,6 +190,25 @@ def test_ctrl_c_then_rerun_does_each_document_once(uri, client, s3_env):
     counts = manifests(client, uri)[-1]["counts"]
     assert counts["ok"] == NOTES - stored and counts["skipped"] == stored  # none done twice, none left
     assert_whole(client, uri, s3_env)
+
+
+def test_ctrl_c_is_noted_beside_the_keyboard_interrupt_and_the_handler_put_back():
+    from jobs.runner import noting_ctrl_c
+
+    noted = threading.Event()
+    with pytest.raises(KeyboardInterrupt), noting_ctrl_c(noted):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler raises in this thread well before
+    assert noted.is_set() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ignored = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job: left alone
+    try:
+        with noting_ctrl_c(ignored):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        assert not ignored.is_set() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def test_two_runs_on_one_output(uri, client, s3, s3_env):

@@ -182,6 +182,7 @@ def test_the_finish_stage_writes_one_window_documents_and_passes_longer_ones_on(
     assert done["outcome"] | {"reason": None} == {
         "source": str(tmp_path / "a.md"), "doc_id": rows[-1]["doc_id"], "status": "ok", "reason": None,
         "result": str(tmp_path / "out/paper/a.md.json"), "prompt_tokens": note["prompt_tokens"], "completion_tokens": 9,
+        "evidence": {"verified": 0, "unverified": 0, "missing": 1},  # a title given without its quote
     }  # fmt: skip
     stored = json.loads((tmp_path / "out/paper/a.md.json").read_text())
     assert done["entry"] == {"fingerprint": stored["fingerprint"], "status": "ok"} and stored["data"]["title"] == "Sparse widgets"

@@ -64,6 +64,12 @@ def check_windows(packed, settings: PackSettings, encode) -> None:
         assert w.document_tokens <= w.budget
     sizes = [w.document_tokens for w in packed.windows]
     assert sum(sizes) == packed.document_tokens
+    units = {u.ref: u.text for u in packed.doc.units}
+    for w in packed.windows:  # the document text each window holds, where it is in its unit (for evidence)
+        assert list(dict.fromkeys(s.ref for s in w.spans)) == w.units
+        for s in w.spans:
+            assert s.text in w.prompt_text and units[s.ref][s.start : s.start + len(s.text)] == s.text
+            assert s.line == units[s.ref].count("\n", 0, s.start) + 1
 
 
 def varied_pages(n: int, seed: int) -> list[str]:

@@ -251,6 +251,9 @@ def test_quick_start_leaves_a_valid_result_for_every_example(tmp_path: Path):
     """The README's first command, on the bundled examples: the repository read as one, each
     example extracted (not failed), and its data valid against its schema."""
     from schemas import builtin_schema
+    from schemas.evidence import evidence_fields
+
+    as_list = lambda v: v if isinstance(v, list) else [] if v is None else [v]  # noqa: E731
 
     examples = Path(__file__).parent.parent / "examples"
     out = tmp_path / "out"
@@ -261,6 +264,12 @@ def test_quick_start_leaves_a_valid_result_for_every_example(tmp_path: Path):
     for key, result in found.items():
         assert result["status"] in ("ok", "partial"), (key, result["reason"])
         builtin_schema(result["schema"]).validate(json.dumps(result["data"]))  # raises if not schema-valid
+        # Every value of a field marked for evidence came with its quote, looked up in the source.
+        spec = builtin_schema(result["schema"])
+        values = [v for f in evidence_fields(spec.json_schema) for v in as_list(result["data"][f])]
+        ev = result["evidence"]
+        assert ev["missing"] == 0 and ev["verified"] + ev["unverified"] == len(values) > 0, (key, ev)
+        assert all(q["verified"] == (q["found"] is not None) == (q["start"] is not None) for q in ev["quotes"])
     assert len(manifests(out)) == 2  # one run per schema
 
 

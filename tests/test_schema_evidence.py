@@ -7,6 +7,7 @@ import copy
 import json
 
 import jsonschema
+import pytest
 
 from schemas import builtin_schema
 from schemas.bounds import max_output_tokens
@@ -14,21 +15,58 @@ from schemas.evidence import EVIDENCE, evidence_fields, split_evidence, with_evi
 
 
 def marked(name: str, fields: list[str]) -> dict:
+    """A built-in schema with exactly ``fields`` marked."""
     schema = copy.deepcopy(builtin_schema(name).json_schema)
-    for f in fields:
-        schema["properties"][f][EVIDENCE] = True
+    for f, node in schema["properties"].items():
+        node.pop(EVIDENCE, None)
+        if f in fields:
+            node[EVIDENCE] = True
     return schema
 
 
 def test_a_schema_without_marks_is_unchanged():
-    schema = builtin_schema("paper").json_schema
+    schema = marked("paper", [])
     assert evidence_fields(schema) == [] and with_evidence(schema) is schema
+
+
+@pytest.mark.parametrize(
+    "name, fields",
+    [
+        ("paper", ["title", "year", "key_findings"]),
+        ("contract", ["parties", "effective_date", "term", "governing_law", "liability_cap"]),
+        ("repo", ["name", "entry_points"]),
+    ],
+)
+def test_the_built_in_schemas_ask_evidence_for_their_main_fields(name, fields):
+    spec = builtin_schema(name)
+    assert evidence_fields(spec.json_schema) == fields
+    assert EVIDENCE not in json.dumps(spec.decode_schema)  # the decoder never sees our keyword
+    assert spec.max_output_tokens > max_output_tokens(marked(name, []))  # the quotes are in the budget
+
+
+def test_parse_takes_the_model_output_apart_and_validates_the_data():
+    spec = builtin_schema("paper")
+    q = lambda v: {"value": v, "quote": f"… {v} …", "where": "page 2"}  # noqa: E731
+    out = {
+        "title": q("A Study"), "authors": ["Jane Roe"], "year": q(2019), "document_type": None, "summary": "s",
+        "research_questions": [], "methods": [], "key_findings": [q("42% faster")], "limitations": [],
+    }  # fmt: skip
+    jsonschema.validate(out, spec.decode_schema)
+    data, quotes = spec.parse(json.dumps(out))
+    assert data["title"] == "A Study" and data["year"] == 2019 and data["key_findings"] == ["42% faster"]
+    assert [(e["field"], e["index"], e["quote"]) for e in quotes] == [
+        ("title", None, "… A Study …"), ("year", None, "… 2019 …"), ("key_findings", 0, "… 42% faster …"),
+    ]  # fmt: skip
+    with pytest.raises(ValueError):
+        spec.parse(json.dumps(out | {"year": q("not a year")}))  # the user's validator still decides
+    with pytest.raises(ValueError):
+        spec.parse("[1, 2]")
 
 
 def test_wrapped_paper_admits_quoted_values_and_takes_them_apart():
     schema = marked("paper", ["title", "authors", "year"])
     wrapped = with_evidence(schema)
-    assert evidence_fields(wrapped) == ["title", "authors", "year"]
+    assert evidence_fields(schema) == ["title", "authors", "year"] and EVIDENCE not in json.dumps(wrapped)
     q = lambda v, where="page 1": {"value": v, "quote": f"… {v} …", "where": where}  # noqa: E731
     data = {
         "title": q("A Study of Things"), "authors": [q("Jane Roe"), q("John Doe")], "year": None,
@@ -36,7 +74,7 @@ def test_wrapped_paper_admits_quoted_values_and_takes_them_apart():
         "limitations": [],
     }  # fmt: skip
     jsonschema.validate(data, wrapped)
-    plain, quotes = split_evidence(data, wrapped)
+    plain, quotes = split_evidence(data, schema)
     assert builtin_schema("paper").validate(json.dumps(plain)) == plain  # the user's schema validates the data
     assert plain["authors"] == ["Jane Roe", "John Doe"] and plain["year"] is None  # null: not stated, no quote
     assert [(e["field"], e["index"], e["value"]) for e in quotes] == [
@@ -50,7 +88,7 @@ def test_wrapped_paper_admits_quoted_values_and_takes_them_apart():
 
 
 def test_the_budget_grows_by_the_quotes_and_stays_finite():
-    plain, wrapped = builtin_schema("paper").json_schema, with_evidence(marked("paper", ["title", "authors"]))
+    plain, wrapped = marked("paper", []), with_evidence(marked("paper", ["title", "authors"]))
     assert max_output_tokens(wrapped) > max_output_tokens(plain) + 21 * 160 // 3  # 21 values, each a quote more
 
 
@@ -63,6 +101,6 @@ def test_objects_behind_references_are_wrapped_whole():
         "dependencies": [{"value": "socket", "quote": "import socket", "where": "src/server.py:1-1"}],
     }  # fmt: skip
     jsonschema.validate(data, wrapped)
-    plain, quotes = split_evidence(data, wrapped)
+    plain, quotes = split_evidence(data, marked("repo", ["components", "dependencies"]))
     assert plain["components"] == [component] and plain["dependencies"] == ["socket"] and len(quotes) == 2
     assert builtin_schema("repo").validate(json.dumps(plain)) == plain

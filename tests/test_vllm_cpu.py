@@ -83,6 +83,9 @@ def check_results(out: Path, packed: dict[str, list[int]], model_id: str) -> Non
         for w in windows:
             assert w["finish_reason"] == "stop" and w["completion_tokens"] > 0 and w["attempts"] == 1
         assert isinstance(r["data"]["languages"], list)  # validated against the schema
+        # The name (a marked field) decoded wrapped with its quote, which was checked: the engine
+        # took the schema with evidence (the random model's quotes are not in the text).
+        assert r["evidence"]["missing"] == 0 and r["evidence"]["verified"] + r["evidence"]["unverified"] >= 1
     assert len(results["multi.pdf"]["windows"]) > 1
     [manifest] = local_manifests(out)
     assert manifest["counts"] == {"ok": 2, "partial": 0, "failed": 1, "skipped": 0, "not_reached": 0}
