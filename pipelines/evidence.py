@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from pipelines.records import Unit
@@ -80,9 +81,12 @@ def normalise(text: str) -> tuple[str, list[int]]:
     return "".join(chars), at
 
 
-def locate(quote: str, spans: Sequence[Span]) -> Located | None:
+def locate(
+    quote: str, spans: Sequence[Span], normalised: Callable[[], list[tuple[str, list[int]]]] | None = None
+) -> Located | None:
     """Where ``quote`` is in ``spans``: verbatim in the first span that holds it, else after
-    normalising both; None when it is in none (or is blank). Offsets and lines are the unit's."""
+    normalising both; None when it is in none (or is blank). Offsets and lines are the unit's.
+    ``normalised``: the spans normalised, from a cache (a window's quotes share its text)."""
     wanted = quote.strip()
     if not wanted:
         return None
@@ -93,8 +97,8 @@ def locate(quote: str, spans: Sequence[Span]) -> Located | None:
     wanted = normalise(wanted)[0].strip()
     if not wanted:
         return None
-    for span in spans:
-        text, at = normalise(span.text)
+    forms = normalised() if normalised else [normalise(s.text) for s in spans]
+    for span, (text, at) in zip(spans, forms, strict=True):
         i = text.find(wanted)
         if i >= 0:
             return _located(span, at[i], at[i + len(wanted) - 1] + 1, exact=False)
@@ -112,9 +116,10 @@ def check_quotes(quotes: list[dict[str, Any]], spans: Sequence[Span]) -> list[di
     """Each quote record (``schemas.evidence.split_evidence``) with what the lookup found:
     ``verified``, and where it is (``found``: page or path:lines; ``start``/``end``: character
     offsets in that unit's text; ``exact``), or nulls. An unverified quote is kept, flagged."""
+    normalised = cache(lambda: [normalise(s.text) for s in spans])  # once per window: 0.13 s per 500K characters
     out = []
     for q in quotes:
-        hit = locate(q["quote"], spans) if isinstance(q["quote"], str) else None
+        hit = locate(q["quote"], spans, normalised) if isinstance(q["quote"], str) else None
         out.append(
             q | {"verified": hit is not None, "found": hit and hit.where, "start": hit and hit.start,
                  "end": hit and hit.end, "exact": hit is not None and hit.exact}
