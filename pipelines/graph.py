@@ -38,7 +38,6 @@ from pipelines.packer import PackSettings
 from pipelines.plan import load_and_pack
 from pipelines.records import SourceRef
 from schemas import SchemaSpec
-from schemas.evidence import evidence_fields
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def parse_and_pack(item: dict[str, Any], spec: GraphSpec) -> list[dict[str, Any]
     }  # fmt: skip
     if plan.packed is None:
         return [_row(doc.doc_id, info, -1, 0, [], [], [], 0)]  # a failed document still reaches the driver
-    cited = bool(evidence_fields(spec.schema.json_schema))  # its quotes are looked up in the window's text
+    cited = spec.schema.asks_evidence  # its quotes are looked up in the window's text
     return [
         _row(doc.doc_id, info, w.index, w.count, w.units, w.spans if cited else [], w.prompt_ids, w.max_output_tokens)
         for w in plan.packed.windows

@@ -43,12 +43,18 @@ class SchemaSpec:
         return with_evidence(self.json_schema)
 
     @property
+    def asks_evidence(self) -> bool:
+        return self.decode_schema is not self.json_schema
+
+    @property
     def max_output_tokens(self) -> int:
         return max_output_tokens(self.decode_schema)
 
     def parse(self, text: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The model's JSON text (of ``decode_schema``) → (the validated data, the quotes given
         as evidence). ValueError when it is not JSON or does not validate."""
+        if not self.asks_evidence:
+            return self.validate(text), []
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
