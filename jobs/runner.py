@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import threading
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 # Read by Ray when it is first imported. A local instance's workers run this
 # very interpreter, so Ray's `uv run` hook, which copies the project and
@@ -76,8 +73,7 @@ def execute(job: PreparedJob, console: Console, address: str | None = None) -> l
     not reached), after its summary; EngineError and LeaseHeld before anything is written; RayStartError
     (Ray starts only once a run has documents to do) before any result is written."""
     run = job.job.run
-    ctrl_c = threading.Event()
-    options = RunOptions(run.retry_failed, run.label, ctrl_c.is_set)
+    options = RunOptions(run.retry_failed, run.label)
     engine = f"{job.engine.name} ({job.engine_reason}), model {job.engine.model_id}"
     reports = []
 
@@ -88,7 +84,6 @@ def execute(job: PreparedJob, console: Console, address: str | None = None) -> l
         check_reachable(address)  # now, though Ray starts later: a wrong address is found before any work
     job.engine.preflight(job.job.engine.concurrency)  # EngineError: one line, nothing written
     with ExitStack() as stack:
-        stack.enter_context(noting_ctrl_c(ctrl_c))
 
         def start() -> None:
             """Ray, once, when a run has documents to do: an unchanged rerun needs none."""
@@ -111,27 +106,3 @@ def execute(job: PreparedJob, console: Console, address: str | None = None) -> l
             print_summary(console, report, engine, job.storage.uri(schema.name))
             reports.append(report)
     return reports
-
-
-@contextmanager
-def noting_ctrl_c(noted: threading.Event) -> Iterator[None]:
-    """Ctrl-C raises KeyboardInterrupt as always, and is also noted in ``noted``, which a run
-    checks after each document: an interrupt swallowed on its way through a library still
-    stops the run. A SIGINT that is ignored (a background job) or handled by someone else is
-    left as it is."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-
-    def on_ctrl_c(signum, frame):
-        noted.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_ctrl_c)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -40,9 +40,6 @@ from pipelines.table import TableUpdate, update_table
 class RunOptions:
     retry_failed: bool = False  # also redo documents whose stored result failed
     label: str | None = None  # prefix of the run id (and so of its manifest's folder), e.g. "nightly"
-    # Whether the user asked to stop (a Ctrl-C noted by the CLI), checked after each document: the
-    # KeyboardInterrupt itself can be lost on its way through a library (once in CI: the run went on).
-    interrupted: Callable[[], bool] = lambda: False
 
 
 STATUSES = ("ok", "partial", "failed", "skipped", "not_reached")
@@ -128,7 +125,7 @@ def run_extraction(
         if todo:
             start()
             graph_started = time.time()
-            _run_graph(todo, spec, ident, out, lease, report, progress, known, options.interrupted)
+            _run_graph(todo, spec, ident, out, lease, report, progress, known)
             if report.tally.preset:
                 gpus = spec.engine.replicas_for(spec.concurrency) * spec.engine.gpus_per_replica
                 report.tally.held_gpu_s = gpus * (time.time() - graph_started)
@@ -206,7 +203,6 @@ def _run_graph(
     report: RunReport,
     progress: Progress,
     known: dict[str, dict[str, Any]],
-    interrupted: Callable[[], bool],
 ) -> None:
     """Gather each document's outcome as soon as it is written: in the graph for one-window
     documents, here for longer ones, whose windows are merged and written as soon as all are in."""
@@ -236,8 +232,6 @@ def _run_graph(
         known[task["result_key"]] = entry | task["source"]
         report.outcomes.append(outcome)
         progress("document", {"outcome": outcome})
-        if interrupted():
-            raise KeyboardInterrupt
     if inferred and len(down) == inferred:
         report.engine_down = down[0]
 
