@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -75,3 +78,30 @@ def ray_workers(title: str) -> list[int]:
     """PIDs of Ray worker processes whose title names ``title`` (Ray sets it to the running task)."""
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
     return [int(line.split(None, 1)[0]) for line in ps.splitlines() if "ray::" in line and title in line]
+
+
+def kill_run(proc: subprocess.Popen) -> None:
+    """SIGKILL a run started with ``start_new_session=True`` as a dying machine would: the driver,
+    the Ray instance it started and Ray's workers, which sit in process groups of their own (a
+    worker left alive finishes its batch, writing results after the kill). Returns once all are gone."""
+    deadline = time.monotonic() + 60
+    while alive := session_members(proc.pid):
+        assert time.monotonic() < deadline, f"processes of the killed run outlived SIGKILL: {alive}"
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    proc.wait()
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``, from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.clirun import LONGCTX, SMALL, longctx, ray_workers, s3_json, s3_keys, s3_manifests, wait_until
+from tests.clirun import LONGCTX, SMALL, kill_run, longctx, ray_workers, s3_json, s3_keys, s3_manifests, wait_until
 from tests.s3server import client_with_bucket
 
 BUCKET = "faults"
@@ -124,8 +124,7 @@ def test_throttling_and_server_errors_during_a_run(uri, client, s3, s3_env):
 def test_a_killed_run_resumes_on_s3(uri, client, s3_env):
     proc = start_run(uri, s3_env)
     wait_until(lambda: results(client, uri), "a first result")
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started
-    proc.wait()
+    kill_run(proc)  # mid-run: the driver, its Ray instance and Ray's workers
     first = set(results(client, uri))
     assert 1 <= len(first) < NOTES and manifests(client, uri) == []
     proc = longctx("run", uri + "in/", "--out", uri + "out/", *SMALL, env=s3_env)

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.clirun import LONGCTX, SMALL, extract, local_manifests, longctx, wait_until
+from tests.clirun import LONGCTX, SMALL, extract, kill_run, local_manifests, longctx, wait_until
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
 
 
@@ -227,8 +226,7 @@ def test_killed_run_resumes_with_one_result_per_document(tmp_path: Path):
     proc = subprocess.Popen([LONGCTX, "run", str(src), "--out", str(out), *SMALL], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     wait_until(lambda: list(out.glob("brief/*.json")), "a first result", proc=proc)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started
-    proc.wait()
+    kill_run(proc)  # mid-run: the driver, its Ray instance and Ray's workers
     done_before = {p.name for p in (out / "brief").glob("*.json")}
     assert 1 <= len(done_before) < len(names)
     assert manifests(out) == []  # the killed run never finished

@@ -5,8 +5,6 @@ SIGKILL mid-run, then the same command again. Inference is bench/scale.py's loop
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +14,7 @@ import pytest
 
 from bench.scale import Stub, note, rel
 from pipelines.storage import TEMP_SUFFIX, LocalStorage
-from tests.clirun import BRIEF, LONGCTX, local_manifests, longctx, wait_until
+from tests.clirun import BRIEF, LONGCTX, kill_run, local_manifests, longctx, wait_until
 
 N = 10_000
 
@@ -39,8 +37,7 @@ def test_kill_9_mid_run_at_10000_documents_then_rerun_gives_one_result_each(tmp_
     proc = subprocess.Popen([LONGCTX, *args], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     count = lambda: time.sleep(1) or sum(1 for _ in (out / "brief").rglob("*.json"))  # noqa: E731 - polled once a second
     wait_until(lambda: count() >= N // 4, "a quarter of the results", timeout=900, proc=proc)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started, mid-run
-    proc.wait()
+    kill_run(proc)  # mid-run: the driver, its Ray instance and Ray's workers
     before = stored(out)
     assert N // 4 <= len(before) < N and local_manifests(out) == []  # killed mid-run: no manifest, no index
     assert not (out / "_runs" / "_index").exists()
