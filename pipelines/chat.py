@@ -19,6 +19,12 @@ LLAMA31_SYSTEM_PREAMBLE = "Cutting Knowledge Date: December 2023\nToday Date: 26
 # A part of a message: text to encode, or ids encoded earlier from exactly that text.
 Part = str | tuple[str, list[int]]
 
+# Reasoning models (a chat template that knows "</think>": DeepSeek-R1 distills, QwQ, Qwen3)
+# write a <think> block before their answer. Its default bound, in tokens, and what its
+# tags and the line break after it take on top.
+DEFAULT_REASONING_TOKENS = 1024
+REASONING_FRAME_TOKENS = 16
+
 
 class Tokenizer(Protocol):
     name: str
@@ -41,6 +47,9 @@ class ChatFormat(Protocol):
     exact_parts: bool
     # Ids that end the model's turn: decoding stops at them.
     stop_ids: tuple[int, ...]
+    # The model thinks in a <think> block before it answers; its generation prompt may open it.
+    thinks: bool
+    opens_thinking: bool
 
     def render(self, system: str, user: str) -> str: ...
 
@@ -57,6 +66,7 @@ class Llama31Chat:
     """
 
     exact_parts = True
+    thinks = opens_thinking = False
 
     def __init__(self, tokenizer: Llama3Tokenizer):
         self.tokenizer = tokenizer
@@ -91,3 +101,11 @@ class Llama31Chat:
                 ids += part[1]
         ids += [self._eot, *self._header("assistant"), *enc("\n\n")]
         return ids
+
+
+def reasoning_budget(chat: ChatFormat, requested: int | None) -> int | None:
+    """Tokens the model may think before its answer: None for a model that does not think,
+    else ``requested`` (0: an empty <think> block) or the default."""
+    if not chat.thinks:
+        return None
+    return DEFAULT_REASONING_TOKENS if requested is None else requested

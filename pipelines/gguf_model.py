@@ -190,8 +190,13 @@ class TemplateChat:
             raise GGUFError(f"{origin}: no chat template")
         self._template = _compile(template)
         self._render = functools.partial(self._template.render, bos_token=bos, eos_token=eos, add_generation_prompt=True)
-        self._pieces = self._split(self._frame())
+        frame = self._frame()
+        self._pieces = self._split(frame)
         self.stop_ids = (tokenizer.markers[eos],) if eos in tokenizer.markers else ()  # the model's end of turn
+        # A template that strips "</think>" from earlier answers is a reasoning model's; some
+        # (DeepSeek-R1 distills) open the block in the generation prompt.
+        self.thinks = "</think>" in template
+        self.opens_thinking = self.thinks and frame.rstrip().endswith("<think>")
 
     def _frame(self) -> str:
         text = self._render(messages=[{"role": "system", "content": _SYSTEM}, {"role": "user", "content": _USER}])

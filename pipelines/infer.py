@@ -63,11 +63,12 @@ def larger_budget(max_model_len: int, prompt_tokens: int, max_tokens: int) -> in
 def record_completion(row: dict[str, Any], c: Completion, schema: SchemaSpec | None, attempt: int) -> None:
     """Sets the row's data (validated JSON text) and its evidence (JSON: the quotes, each
     looked up in the row's ``texts``), or error, with the raw text of a failure (``schema``
-    None: an error completion, nothing to validate)."""
+    None: an error completion, nothing to validate); and a reasoning model's thinking."""
     row["attempts"] = attempt
     row["finish_reason"] = c.finish_reason
     row["completion_tokens"] = c.completion_tokens
     row["constrained"], row["tokens_estimated"] = c.constrained, c.tokens_estimated
+    row["reasoning"] = c.reasoning
     row["data"], row["evidence"], row["error"], row["raw"] = None, None, None, None
     if c.finish_reason == "error":
         row["error"] = f"engine error: {c.error}"
@@ -90,8 +91,8 @@ def out_table(rows: list[dict[str, Any]]) -> pa.Table:
     empty inference columns; other columns (token ids, the window's text, engine extras)
     are dropped."""
     for r in rows:
-        for key, empty in (("data", None), ("evidence", None), ("error", None), ("raw", None), ("finish_reason", None)):
-            r.setdefault(key, empty)
+        for key in ("data", "evidence", "error", "raw", "finish_reason", "reasoning"):
+            r.setdefault(key, None)
         r.setdefault("completion_tokens", 0)
         r.setdefault("attempts", 0)
         r.setdefault("constrained", True)
@@ -103,6 +104,6 @@ OUT_SCHEMA = pa.schema([
     ("request_id", pa.string()), ("doc_id", pa.string()), ("window", pa.int64()), ("windows", pa.int64()),
     ("units", pa.string()), ("prompt_tokens", pa.int64()), ("max_tokens", pa.int64()), ("doc", pa.string()),
     ("data", pa.string()), ("evidence", pa.string()), ("error", pa.string()), ("raw", pa.string()),
-    ("finish_reason", pa.string()),
+    ("finish_reason", pa.string()), ("reasoning", pa.string()),
     ("completion_tokens", pa.int64()), ("attempts", pa.int64()), ("constrained", pa.bool_()), ("tokens_estimated", pa.bool_()),
 ])  # fmt: skip

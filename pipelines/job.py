@@ -202,5 +202,9 @@ def prepare(job: JobSpec) -> PreparedJob:
         runs = schema_runs(job.schemas, refs)
     except (SchemaError, EngineError, StorageError, SourceError) as e:
         raise JobError(str(e)) from None
-    settings = PackSettings(max_model_len=engine.max_model_len, max_output_tokens=job.packing.max_output_tokens)
+    settings = PackSettings(
+        max_model_len=engine.max_model_len,
+        max_output_tokens=job.packing.max_output_tokens,
+        reasoning_tokens=engine.reasoning_budget,
+    )
     return PreparedJob(job, runs, engine, why, settings, storage, refs, ignored)

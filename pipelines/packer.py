@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from pipelines import prompt
-from pipelines.chat import ChatFormat
+from pipelines.chat import REASONING_FRAME_TOKENS, ChatFormat
 from pipelines.evidence import Span
 from pipelines.partition import balanced_partition
 from pipelines.records import Document
@@ -40,9 +40,12 @@ class PackError(ValueError):
 class PackSettings:
     max_model_len: int = DEFAULT_MAX_MODEL_LEN
     max_output_tokens: int | None = None  # None: the schema's own bound
+    reasoning_tokens: int | None = None  # a reasoning model's <think> bound (chat.reasoning_budget); None: it does not think
 
     def output_tokens(self, schema: SchemaSpec) -> int:
-        return self.max_output_tokens or schema.max_output_tokens
+        """The output budget of a window: the answer's, and a reasoning model's thinking with its tags."""
+        answer = self.max_output_tokens or schema.max_output_tokens
+        return answer if self.reasoning_tokens is None else answer + self.reasoning_tokens + REASONING_FRAME_TOKENS
 
 
 @dataclass(slots=True)

@@ -83,12 +83,16 @@ class RunIdentity:
     max_model_len: int
     max_output_tokens: int
     limits: str  # limits_id
+    reasoning_tokens: int | None = None  # a reasoning model's <think> bound; None: the model does not think
 
     def fingerprint(self, source: str | None) -> str | None:
         """None for a source that could not be read: it never matches, so it is redone."""
         if source is None:
             return None
-        parts = [source, *(str(v) for v in astuple(self))]
+        values = astuple(self)
+        if self.reasoning_tokens is None:  # left out, so results of models that do not think keep their fingerprints
+            values = values[:-1]
+        parts = [source, *(str(v) for v in values)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
@@ -148,6 +152,7 @@ def document_result(
         "windows": [
             {k: w[k] for k in ("window", "units", "prompt_tokens", "completion_tokens", "finish_reason", "attempts")}
             | {"constrained": w.get("constrained", True), "tokens_estimated": w.get("tokens_estimated", False)}
+            | {"reasoning": w.get("reasoning")}  # what a reasoning model thought before its answer; else None
             for w in windows
         ],
         "skipped_files": doc.get("skipped", []),

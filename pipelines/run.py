@@ -93,6 +93,7 @@ def identity(spec: GraphSpec) -> RunIdentity:
         max_model_len=spec.settings.max_model_len,
         max_output_tokens=spec.settings.output_tokens(spec.schema),
         limits=limits_id(spec.limits),
+        reasoning_tokens=spec.settings.reasoning_tokens,
     )
 
 

@@ -212,7 +212,7 @@ def test_valid_output_becomes_data_and_drops_vllm_columns():
     assert r["error"] is None and r["finish_reason"] == "stop" and r["attempts"] == 1 and r["completion_tokens"] == 21
     assert json.loads(r["data"])["purpose"] == "p" and r["raw"] is None
     assert set(r) == {S.KEY_COLUMN, *S._CARRIED, "data", "evidence", "error", "raw", "finish_reason", "completion_tokens",
-                      "attempts", "constrained", "tokens_estimated"}  # fmt: skip
+                      "attempts", "constrained", "tokens_estimated", "reasoning"}  # fmt: skip
     # A quoted value: the quote is looked up in the window's text, which the row carried.
     quoted = json.loads(GOOD) | {"name": {"value": "tinykv", "quote": "# tinykv", "where": "README.md:1"}}
     r = S.result_row(out_row([5] * 20 + [EOT], json.dumps(quoted)), SCHEMA)

@@ -1,4 +1,5 @@
 import dataclasses
+import hashlib
 import json
 
 import pytest
@@ -56,6 +57,14 @@ def test_fingerprint_changes_with_each_input():
                          ("max_output_tokens", 200), ("limits", "l2"), ("schema_hash", "h")):  # fmt: skip
         assert base != dataclasses.replace(IDENT, **{field: other}).fingerprint("k"), field
     assert IDENT.fingerprint(None) is None  # an unreadable source: never "unchanged"
+
+
+def test_a_reasoning_bound_changes_the_fingerprint_and_its_absence_does_not():
+    # Fingerprints from before reasoning models: the identity's fields joined, nothing more.
+    before = hashlib.sha256("\n".join(["k", *(str(v) for v in dataclasses.astuple(IDENT)[:-1])]).encode()).hexdigest()[:32]
+    assert IDENT.reasoning_tokens is None and IDENT.fingerprint("k") == before
+    bounds = {dataclasses.replace(IDENT, reasoning_tokens=n).fingerprint("k") for n in (0, 32, 1024)}
+    assert len(bounds) == 3 and before not in bounds
 
 
 def test_limits_that_change_the_text_change_the_fingerprint():

@@ -35,6 +35,7 @@ class Completion:
     error: str | None = None  # set when finish_reason == "error"
     constrained: bool = True  # False: the engine decoded without the schema (a server that refused it)
     tokens_estimated: bool = False  # True: the engine sent no counts; ours stand in
+    reasoning: str | None = None  # a reasoning model's thinking, kept apart from the answer in ``text``
 
 
 def error_completion(r: Request, message: str) -> Completion:
@@ -73,6 +74,12 @@ class EngineConfig(Protocol):
     @property
     def batch_size(self) -> int:
         """Windows one engine works on at once; the graph hands it batches of this size."""
+        ...
+
+    @property
+    def reasoning_budget(self) -> int | None:
+        """Tokens a reasoning model may think before its answer (``chat.reasoning_budget``);
+        None: the model does not think, or this engine has it answer at once."""
         ...
 
     def chat_format(self) -> ChatFormat:

@@ -16,12 +16,14 @@ xllamacpp is imported lazily, so this module imports without the extra.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
+from pipelines.chat import reasoning_budget
 from pipelines.engines.base import Completion, EngineError, Request, error_completion, request_problem
 from pipelines.gguf_model import GGUFError, TemplateChat, gguf_chat
 from pipelines.model_files import ModelFileError, model_file_name, model_path
@@ -46,6 +48,26 @@ def compact(schema: dict[str, Any]) -> dict[str, Any]:
     return schema | {"x-guidance": {"whitespace_flexible": False}}
 
 
+def thinking_grammar(schema: dict[str, Any], tokens: int, opened: bool) -> str:
+    """A llguidance grammar for a reasoning model: a <think> block of at most ``tokens``
+    tokens (``opened``: the prompt's generation prompt wrote "<think>"), closed by the model
+    or, at the bound, by the grammar; then the schema's compact JSON."""
+    head = "" if opened else '"<think>" '
+    lines = ["%llguidance {}", f'start: {head}{"thought " if tokens else ""}"</think>" "\\n\\n" answer']
+    if tokens:
+        lines += [
+            f"thought[max_tokens={tokens}]: THOUGHT",
+            r"THOUGHT: /(.|\n)*/ & ~/(?s:.*)<\/think>(?s:.*)/",  # any text but the closing tag
+        ]
+    return "\n".join([*lines, f"answer: %json {json.dumps(compact(schema))}"])
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """A reasoning model's output as (its thinking, its answer); no answer if it stopped thinking."""
+    thought, _, answer = text.partition("</think>")
+    return thought.removeprefix("<think>").strip(), answer.strip()
+
+
 @dataclass(frozen=True)
 class LlamaCppConfig:
     name: ClassVar[str] = "llamacpp"
@@ -59,6 +81,14 @@ class LlamaCppConfig:
     # Measured on 2 cores: 2048 prefills no faster than 512 (and slower with
     # n_ubatch=2048), so keep llama.cpp's default.
     n_batch: int = 512
+    # A reasoning model's bound on its <think> block, in tokens; None: the default
+    # (chat.DEFAULT_REASONING_TOKENS); 0: it answers at once. Ignored for models that do not think.
+    reasoning_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        r = self.reasoning_tokens
+        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < 0):
+            raise EngineError(f"llamacpp: reasoning_tokens must be a whole number >= 0, not {r!r}")
 
     @property
     def path(self) -> str:
@@ -77,6 +107,10 @@ class LlamaCppConfig:
     @property
     def batch_size(self) -> int:
         return 1  # one prompt at a time
+
+    @property
+    def reasoning_budget(self) -> int | None:
+        return reasoning_budget(self.chat_format(), self.reasoning_tokens)
 
     def chat_format(self) -> TemplateChat:
         """The GGUF's own tokenizer and chat template, from its metadata (no llama.cpp needed)."""
@@ -128,11 +162,16 @@ class LlamaCppEngine:
         error = partial(error_completion, r)
         if problem := request_problem(r, self.n_ctx, "n_ctx") or schema_problem(r.json_schema):
             return error(problem)
+        budget, chat = self.config.reasoning_budget, self.config.chat_format()
+        if budget is None:
+            constraint = {"json_schema": compact(r.json_schema)}
+        else:
+            constraint = {"grammar": thinking_grammar(r.json_schema, budget, chat.opens_thinking)}
         out = self.server.handle_completions(
             {
                 "prompt": r.prompt_ids,
                 "max_tokens": r.max_tokens,
-                "json_schema": compact(r.json_schema),
+                **constraint,
                 "temperature": 0.0,
                 "top_k": 1,  # greedy, whatever the sampler chain does with temperature 0
                 "cache_prompt": True,
@@ -144,10 +183,12 @@ class LlamaCppEngine:
         reason = choice["finish_reason"]
         if reason not in ("stop", "length"):
             return error(f"llama.cpp finished with {reason!r}")
+        reasoning, text = (None, choice["text"]) if budget is None else split_thinking(choice["text"])
         return Completion(
             request_id=r.request_id,
-            text=choice["text"],
+            text=text,
             finish_reason=reason,
             prompt_tokens=usage["prompt_tokens"],
             completion_tokens=usage["completion_tokens"],
+            reasoning=reasoning,
         )

@@ -107,6 +107,10 @@ class OpenAIConfig:
     def batch_size(self) -> int:
         return self.concurrency
 
+    @property
+    def reasoning_budget(self) -> None:
+        return None  # not yet: a reasoning model answers at once, its <think> block left empty
+
     def chat_format(self) -> ChatFormat:
         kind, _, path = self.tokenizer.partition(":")
         if kind == "llama-3.1":

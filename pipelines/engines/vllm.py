@@ -193,6 +193,10 @@ class VLLMConfig:
         return f"vllm:{self.model_source}"
 
     @property
+    def reasoning_budget(self) -> None:
+        return None  # not yet: a reasoning model answers at once, its <think> block left empty
+
+    @property
     def gpus_per_replica(self) -> int:
         settings = self.engine_settings()
         return settings["tensor_parallel_size"] * settings["pipeline_parallel_size"]
