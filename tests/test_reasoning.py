@@ -18,7 +18,8 @@ import pytest
 
 from pipelines.chat import DEFAULT_REASONING_TOKENS, REASONING_FRAME_TOKENS, Llama31Chat, reasoning_budget
 from pipelines.engines import EngineError, Request, engine_config
-from pipelines.engines.llamacpp import LlamaCppConfig, split_thinking, thinking_grammar
+from pipelines.engines.base import split_thinking
+from pipelines.engines.llamacpp import LlamaCppConfig, thinking_grammar
 from pipelines.gguf_model import gguf_chat
 from pipelines.model_files import smollm2_path
 from pipelines.packer import PackSettings, pack_document
@@ -100,9 +101,10 @@ def test_grammar_and_split():
 
 
 def test_bad_reasoning_budgets_are_one_line_errors():
-    for bad in (-1, "many", 1.5, True):
-        with pytest.raises(EngineError, match="reasoning_tokens must be a whole number"):
-            engine_config("llamacpp", reasoning_tokens=bad)
+    for engine in ("llamacpp", "vllm"):
+        for bad in (-1, "many", 1.5, True):
+            with pytest.raises(EngineError, match=f"{engine}: reasoning_tokens must be a whole number"):
+                engine_config(engine, reasoning_tokens=bad)
 
 
 @pytest.mark.parametrize("fixture", ["opens", "thinks"])
@@ -146,4 +148,29 @@ def test_run_keeps_the_thinking_in_the_result(opens, tmp_path: Path):
     plan = longctx("plan", str(src), *model, "--json")
     assert plan.returncode == 0, plan.stderr
     [record] = [json.loads(line) for line in plan.stdout.splitlines()]
+    assert record["max_output_tokens"] == SPEC_BRIEF.max_output_tokens + DEFAULT_REASONING_TOKENS + REASONING_FRAME_TOKENS
+
+
+def test_the_vllm_engine_gets_the_parser_and_each_request_the_budget(tmp_path: Path):
+    from bench.model_dir import TINY_LLAMA3_CONFIG, write_model_dir
+    from pipelines import vllm_stage
+
+    thinking = write_model_dir(tmp_path / "r1", TINY_LLAMA3_CONFIG, thinking=True)
+    plain = write_model_dir(tmp_path / "plain", TINY_LLAMA3_CONFIG)
+    config = engine_config("vllm", model=str(thinking), reasoning_tokens=64)
+    assert config.reasoning_budget == 64 and config.chat_format().opens_thinking
+    settings = config.engine_settings()
+    assert settings["reasoning_config"] == {"reasoning_parser": "deepseek_r1"}
+    assert settings["structured_outputs_config"]["reasoning_parser"] == "deepseek_r1"
+    assert "reasoning_config" not in engine_config("vllm", model=str(plain)).engine_settings()  # Llama 3.1: no thinking
+    assert vllm_stage.sampling_params("{}", 100, [1], 64)["thinking_token_budget"] == 64
+    assert "thinking_token_budget" not in vllm_stage.sampling_params("{}", 100, [1])
+
+    # plan packs a model directory's windows as the vllm engine does: the thinking in the budget.
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "report.md").write_text(NOTE + "\n")
+    proc = longctx("plan", str(src), "--model", str(thinking), "--schema", BRIEF, "--max-model-len", "4096", "--json")
+    assert proc.returncode == 0, proc.stderr
+    [record] = [json.loads(line) for line in proc.stdout.splitlines()]
     assert record["max_output_tokens"] == SPEC_BRIEF.max_output_tokens + DEFAULT_REASONING_TOKENS + REASONING_FRAME_TOKENS

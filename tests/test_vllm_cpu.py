@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from bench.model_dir import TINY_LLAMA3_CONFIG, write_model_dir
-from tests.clirun import command, local_manifests, longctx
+from tests.clirun import BRIEF, command, local_manifests, longctx
 from tests.pdfgen import lorem_pages, make_corrupt_pdf, make_pdf
 from tests.repogen import make_repo, synth_repo_files
 from tests.servers import free_port, serving
@@ -99,6 +99,29 @@ def test_the_real_vllm_stage_on_cpu(venv: Path, model: Path, corpus: Path, packe
     proc = command(str(venv / "longctx"), *args, timeout=540, env=None)
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_results(out, packed, f"vllm:{model}")
+
+
+def test_a_reasoning_model_thinks_within_its_budget_on_the_real_vllm_stage(venv: Path, tmp_path: Path):
+    """A tiny model with a reasoning model's tokenizer and template (DeepSeek-R1-Distill-Llama's
+    <think> tokens and generation prompt): vLLM's reasoning parser lets it think, its
+    thinking_token_budget closes the block, then the schema applies."""
+    model = write_model_dir(tmp_path / "tiny-r1", TINY_LLAMA3_CONFIG, thinking=True)
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "note.md").write_text("# Plant report\n\nThe new plant opens in May; sales rose 12% in the third quarter.\n")
+    args = ["run", str(src), "--out", str(out), "--schema", BRIEF, "--engine", "vllm", "--model", str(model),
+            "--max-model-len", "2048", "--engine-option", "device=cpu", "--engine-option", "engine_kwargs={load_format: dummy}",
+            "--engine-option", "reasoning_tokens=8"]  # fmt: skip
+    proc = command(str(venv / "longctx"), *args, timeout=540, env=None)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "brief" / "note.md.json").read_text())
+    assert result["status"] == "ok", result["errors"]
+    [w] = result["windows"]
+    assert isinstance(w["reasoning"], str) and w["finish_reason"] == "stop"
+    assert w["completion_tokens"] > 8  # the budget's thinking, its end, then the JSON
+    assert isinstance(result["data"], dict)  # the answer after the thinking, validated
+    [m] = local_manifests(out)
+    assert m["settings"]["reasoning_tokens"] == 8
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,17 @@ def error_completion(r: Request, message: str) -> Completion:
     return Completion(r.request_id, "", "error", len(r.prompt_ids), 0, error=" ".join(message.split())[:500])
 
 
+def split_thinking(text: str) -> tuple[str, str]:
+    """A reasoning model's output as (its thinking, its answer); no answer if it stopped thinking."""
+    thought, _, answer = text.partition("</think>")
+    return thought.removeprefix("<think>").strip(), answer.strip()
+
+
+def check_reasoning_tokens(engine: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise EngineError(f"{engine}: reasoning_tokens must be a whole number >= 0, not {value!r}")
+
+
 def request_problem(r: Request, context: int, context_name: str) -> str | None:
     """Why a request cannot run in a context of ``context`` tokens, or None."""
     if not r.prompt_ids or r.max_tokens < 1:

