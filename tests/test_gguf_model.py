@@ -16,7 +16,7 @@ from pipelines import gguf_model as G
 from pipelines.chat import Llama31Chat
 from pipelines.model_files import smollm2_path
 from pipelines.tokenizer import llama3_tokenizer
-from tests.ggufgen import LLAMA3_TEMPLATE, TEXTS, write_gguf, write_llama3_gguf
+from tests.ggufgen import LLAMA3_TEMPLATE, TEXTS, llama3_parts, write_gguf, write_llama3_gguf
 from tests.llamacpp_ref import llama_cpp_template, llama_cpp_tokenize
 
 
@@ -142,6 +142,24 @@ def test_a_llama3_gguf_encodes_as_tiktoken_and_hugging_face_do(llama3_gguf, text
 def test_a_llama3_gguf_encodes_as_llama_cpp_does(llama3_gguf, text):
     tok = G.gguf_chat(str(llama3_gguf), "llama3").tokenizer
     assert tok.encode(text) == llama_cpp_tokenize(str(llama3_gguf), text, special=False)
+
+
+# Words that mix cases, in and outside ASCII: where Tekken's and Qwen's splits differ from Llama 3's.
+CASED = [
+    "HTTPServer camelCase XMLHttpRequest iPhone McDonald ALLCAPS lower",
+    "ÉCOLE école Éric naïveTé ΑθήναΣ straßeGROSS ǅungla",
+    "path/to/file.py\n/usr/bin/\n\nx=1/2 12345 ①②",
+]
+
+
+@pytest.mark.parametrize("pre", sorted(set(G.PRE_TOKENIZERS) - {"llama-bpe"}))
+def test_every_pre_tokenizer_splits_as_llama_cpp_does(pre, tmp_path):
+    """Each pre-tokenizer we know, over Llama 3's vocabulary and merges, against llama.cpp's own
+    split of that name (llama-bpe: tested above)."""
+    path = str(write_gguf(tmp_path / f"{pre}.gguf", *llama3_parts(), pre=pre, template=LLAMA3_TEMPLATE, weights=True))
+    tok = G.gguf_chat(path, pre).tokenizer
+    for text in TEXTS + CASED:
+        assert tok.encode(text) == llama_cpp_tokenize(path, text, special=False), text
 
 
 def test_a_llama3_gguf_chat_is_its_template_and_llama_cpp_agrees(llama3_gguf):
