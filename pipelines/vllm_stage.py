@@ -66,17 +66,17 @@ _CARRIED = ("doc_id", "window", "windows", "units", "texts", "prompt_tokens", "m
 def infer(ds, spec):
     """The graph's infer stage for the vllm engine: window rows in, the graph's output rows out."""
     stop_ids, thinking = spec.engine.chat_format().stop_ids, spec.engine.reasoning_budget
-    processor = build(spec.engine, spec.schema, spec.concurrency)
+    processor = build(spec.engine, spec.schema, spec.concurrency, thinks=thinking is not None)
     return through(ds, processor, spec.schema, spec.engine.max_model_len, stop_ids, thinking)
 
 
-def build(config: VLLMConfig, schema, concurrency: int):
-    """Ray Data LLM's vLLM processor for a graph (built on the driver: needs the extra, not a GPU)."""
+def build(config: VLLMConfig, schema, concurrency: int, thinks: bool = False):
+    """Ray Data LLM's vLLM processor for a graph (built on the driver: needs the extra, not a GPU).
+    ``thinks``: the model's output is thinking, then the answer."""
     replicas = config.replicas_for(concurrency)
     try:
         from ray.data.llm import build_processor
 
-        thinks = config.reasoning_budget is not None
         return build_processor(config.processor_config(replicas), postprocess=partial(result_row, schema=schema, thinks=thinks))
     except ImportError as e:  # transformers or vLLM
         raise EngineError(f"{INSTALL_HINT} ({e})") from None

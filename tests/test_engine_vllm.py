@@ -348,10 +348,10 @@ class StandInStage(StatefulStage):
     fn: type = StandInUDF
 
 
-def stand_in_processor(config, schema, concurrency):
+def stand_in_processor(config, schema, concurrency, thinks=False):
     """Ray's real Processor with the stand-in stage where build_processor puts vLLM's."""
     stage = StandInStage(fn=StandInUDF, map_batches_kwargs={"concurrency": 1})
-    return Processor(config.processor_config(1), [stage], postprocess=partial(S.result_row, schema=schema))
+    return Processor(config.processor_config(1), [stage], postprocess=partial(S.result_row, schema=schema, thinks=thinks))
 
 
 @pytest.fixture(scope="module")

@@ -140,6 +140,8 @@ class LlamaCppEngine:
             raise EngineError(INSTALL_HINT) from e
         self.config = config
         self.n_ctx = config.max_model_len
+        self.thinking = config.reasoning_budget  # None: the model answers at once
+        self.opens_thinking = config.chat_format().opens_thinking
         threads = config.n_threads or os.cpu_count() or 1
         params = xllamacpp.CommonParams()
         params.model.path = config.path
@@ -162,11 +164,10 @@ class LlamaCppEngine:
         error = partial(error_completion, r)
         if problem := request_problem(r, self.n_ctx, "n_ctx") or schema_problem(r.json_schema):
             return error(problem)
-        budget, chat = self.config.reasoning_budget, self.config.chat_format()
-        if budget is None:
+        if self.thinking is None:
             constraint = {"json_schema": compact(r.json_schema)}
         else:
-            constraint = {"grammar": thinking_grammar(r.json_schema, budget, chat.opens_thinking)}
+            constraint = {"grammar": thinking_grammar(r.json_schema, self.thinking, self.opens_thinking)}
         out = self.server.handle_completions(
             {
                 "prompt": r.prompt_ids,
@@ -183,7 +184,7 @@ class LlamaCppEngine:
         reason = choice["finish_reason"]
         if reason not in ("stop", "length"):
             return error(f"llama.cpp finished with {reason!r}")
-        reasoning, text = (None, choice["text"]) if budget is None else split_thinking(choice["text"])
+        reasoning, text = (None, choice["text"]) if self.thinking is None else split_thinking(choice["text"])
         return Completion(
             request_id=r.request_id,
             text=text,
